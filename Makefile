@@ -1,0 +1,27 @@
+# campusgps: make install | make test | make demo
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: install test demo test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+test: install
+	$(VPY) -m pytest -q
+
+test-fast: install
+	$(VPY) -m pytest -q -m "not slow and not browser"
+
+demo: install
+	$(VENV)/bin/campusgps demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
