@@ -1,0 +1,3 @@
+from campusgps.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,4 @@
+"""Reading photos: pixels with EXIF orientation applied, and the EXIF metadata that matters here."""
+from campusgps.exif.image import DEFAULT_MAX_PIXELS, load_image, open_image
+
+__all__ = ["load_image", "open_image", "DEFAULT_MAX_PIXELS"]

@@ -1,0 +1,274 @@
+"""The one interface every localization method implements: fit / predict / save / load.
+
+The CLI, the evaluator, the server and the ensemble only speak to this interface.
+
+Subclass contract (see docs/ARCHITECTURE.md):
+
+* ``method``: class attribute, the registered name (``regression``, ``retrieval``, ...).
+* ``fit(dataset, **opts)``: train on ``dataset.subset("train")`` (validation on ``"val"`` when present),
+  set ``self.frame`` and return ``self``.
+* ``_predict_arrays(images: list[np.ndarray]) -> Prediction`` with east/north in ``self.frame``.
+  The base class handles paths/bytes, unreadable files, batching and WGS84 conversion.
+* ``_state() -> (tensors: dict[str, np.ndarray], meta: dict)`` and
+  ``_from_state(cls, tensors, meta) -> instance`` for bundles.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Iterable, Sequence
+
+import numpy as np
+
+from campusgps import __version__
+from campusgps.errors import BundleError, ImageError, UserError
+from campusgps.geo import LocalFrame
+from campusgps.localizers.bundle import read_bundle, read_bundle_meta, write_bundle
+
+_REGISTRY: dict[str, type["Localizer"]] = {}
+# modules that register methods; imported lazily by get_localizer_class
+_METHOD_MODULES = {
+    "mean": "campusgps.localizers.base",
+    "regression": "campusgps.localizers.regression",
+    "retrieval": "campusgps.localizers.retrieval",
+    "hybrid": "campusgps.localizers.hybrid",
+    "ensemble": "campusgps.localizers.ensemble",
+}
+
+
+def register(cls: type["Localizer"]) -> type["Localizer"]:
+    _REGISTRY[cls.method] = cls
+    return cls
+
+
+def get_localizer_class(method: str) -> type["Localizer"]:
+    if method not in _REGISTRY and method in _METHOD_MODULES:
+        import importlib
+
+        importlib.import_module(_METHOD_MODULES[method])
+    if method not in _REGISTRY:
+        known = ", ".join(sorted(set(_METHOD_MODULES) | set(_REGISTRY)))
+        raise UserError(f"unknown localization method {method!r}; known: {known}")
+    return _REGISTRY[method]
+
+
+@dataclass
+class Prediction:
+    """Batch result. Arrays have one entry per input image, in input order.
+
+    Rows whose image could not be read have NaN lat/lon/radius and a message in ``errors``.
+    ``neighbors[i]`` lists reference photos that support the answer: dicts with at least
+    ``lat, lon, score`` and optionally ``id``, ``file``, ``inliers``.
+    ``flags[i]`` holds short tags such as ``no_local_features`` or ``out_of_area``.
+    """
+
+    east: np.ndarray
+    north: np.ndarray
+    radius_m: np.ndarray
+    lat: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    lon: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    neighbors: list[list[dict]] = field(default_factory=list)
+    flags: list[list[str]] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.east)
+
+    def __post_init__(self):
+        n = len(self.east)
+        self.neighbors = self.neighbors or [[] for _ in range(n)]
+        self.flags = self.flags or [[] for _ in range(n)]
+        self.errors = self.errors or [None] * n
+
+    @classmethod
+    def empty(cls, n: int) -> "Prediction":
+        nan = np.full(n, np.nan)
+        return cls(east=nan.copy(), north=nan.copy(), radius_m=nan.copy(), lat=nan.copy(), lon=nan.copy())
+
+    def latlon(self) -> np.ndarray:
+        return np.stack([self.lat, self.lon], axis=1)
+
+
+class Localizer:
+    """Base class. See module docstring for what subclasses implement."""
+
+    method: ClassVar[str] = "base"
+
+    def __init__(self, frame: LocalFrame | None = None, **config):
+        self.frame = frame
+        self.config: dict = dict(config)
+        self.info: dict = {}  # training summary, data summary, calibration, ... (goes into metadata)
+
+    # --- to implement ------------------------------------------------------------------------------
+    def fit(self, dataset, **opts) -> "Localizer":
+        raise NotImplementedError
+
+    def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
+        raise NotImplementedError
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict]:
+        raise NotImplementedError
+
+    @classmethod
+    def _from_state(cls, tensors: dict[str, np.ndarray], meta: dict) -> "Localizer":
+        raise NotImplementedError
+
+    # --- prediction --------------------------------------------------------------------------------
+    def predict(self, images: Sequence, batch_size: int = 32, progress: bool = False) -> Prediction:
+        """Locate a batch of images: numpy RGB arrays, paths, or raw bytes (any mix).
+
+        Unreadable inputs do not stop the batch: their row is NaN and ``errors[i]`` says why.
+        """
+        from campusgps.exif import load_image
+        from campusgps.progress import progress_bar
+
+        self._require_fitted()
+        images = list(images)
+        out = Prediction.empty(len(images))
+        bar = progress_bar(total=len(images), desc="locating", unit="img", enable=progress)
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            arrays, idx = [], []
+            for j, src in enumerate(chunk):
+                try:
+                    arrays.append(load_image(src, max_side=self.input_max_side()))
+                    idx.append(start + j)
+                except ImageError as e:
+                    out.errors[start + j] = str(e)
+            if arrays:
+                p = self._predict_arrays(arrays)
+                for k, i in enumerate(idx):
+                    out.east[i], out.north[i], out.radius_m[i] = p.east[k], p.north[k], p.radius_m[k]
+                    out.neighbors[i] = p.neighbors[k] if p.neighbors else []
+                    out.flags[i] = p.flags[k] if p.flags else []
+            bar.update(len(chunk))
+        bar.close()
+        ok = np.isfinite(out.east)
+        out.lat = np.full(len(images), np.nan)
+        out.lon = np.full(len(images), np.nan)
+        if ok.any():
+            out.lat[ok], out.lon[ok] = self.frame.to_wgs84(out.east[ok], out.north[ok])
+        for nb in out.neighbors:  # neighbours carry east/north from the method; add lat/lon
+            for d in nb:
+                if "lat" not in d and "east" in d:
+                    la, lo = self.frame.to_wgs84(d["east"], d["north"])
+                    d["lat"], d["lon"] = float(la), float(lo)
+        return out
+
+    def predict_gps(self, image) -> np.ndarray:
+        """One image (H, W, 3) uint8 RGB array or path -> np.array([lat, lon]) float64."""
+        p = self.predict([image], batch_size=1)
+        if p.errors[0]:
+            raise ImageError(p.errors[0])
+        return np.array([p.lat[0], p.lon[0]], dtype=np.float64)
+
+    def input_max_side(self) -> int | None:
+        """Images are shrunk to this max side on load (None: keep). Methods override if useful."""
+        return 1024
+
+    # --- persistence -------------------------------------------------------------------------------
+    def metadata(self) -> dict:
+        import platform
+
+        import torch
+
+        return {
+            "method": self.method,
+            "campusgps_version": __version__,
+            "frame": self.frame.to_dict() if self.frame else None,
+            "config": self.config,
+            "info": self.info,
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "numpy": np.__version__},
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        self._require_fitted()
+        tensors, meta = self._state()
+        write_bundle(path, tensors, {**self.metadata(), "state": meta})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Localizer":
+        tensors, meta = read_bundle(path)
+        method = meta.get("method")
+        try:
+            klass = get_localizer_class(method)
+        except UserError:
+            raise BundleError(f"{path}: bundle uses method {method!r}, which this campusgps does not know")
+        if cls is not Localizer and not issubclass(klass, cls):
+            raise BundleError(f"{path}: is a {method!r} bundle, not {cls.method!r}")
+        try:
+            loc = klass._from_state(tensors, meta.get("state", {}))
+        except BundleError:
+            raise
+        except Exception as e:
+            raise BundleError(f"{path}: corrupt or incompatible {method!r} bundle ({type(e).__name__}: {e})")
+        loc.frame = LocalFrame.from_dict(meta["frame"]) if meta.get("frame") else None
+        loc.config = meta.get("config", {})
+        loc.info = meta.get("info", {})
+        loc.bundle_meta = meta
+        return loc
+
+    @staticmethod
+    def read_metadata(path: str | Path) -> dict:
+        return read_bundle_meta(path)
+
+    def _require_fitted(self):
+        if self.frame is None:
+            raise UserError(f"{self.method} localizer is not trained yet: call fit() or Localizer.load()")
+
+
+@register
+class MeanLocalizer(Localizer):
+    """The mean-position baseline: always answers the centroid of the training labels.
+
+    ``radius_m`` is the 90th percentile of training distances to the centroid. Every report compares
+    against it; it is also the smallest complete example of the interface.
+    """
+
+    method = "mean"
+
+    def fit(self, dataset, **opts) -> "MeanLocalizer":
+        train = dataset.subset("train") if (dataset.manifest["split"] == "train").any() else dataset
+        if len(train) == 0:
+            raise UserError(f"{dataset.root}: no training samples (run `campusgps split {dataset.root}`)")
+        en = train.en()
+        self.frame = dataset.frame
+        self.center = en.mean(axis=0)
+        self.radius = float(np.percentile(np.hypot(*(en - self.center).T), 90))
+        self.info["data"] = {"n_train": int(len(train))}
+        return self
+
+    def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
+        n = len(images)
+        return Prediction(east=np.full(n, self.center[0]), north=np.full(n, self.center[1]),
+                          radius_m=np.full(n, self.radius))
+
+    def input_max_side(self) -> int | None:
+        return 64
+
+    def _state(self):
+        return {"center": self.center.astype(np.float64)}, {"radius": self.radius}
+
+    @classmethod
+    def _from_state(cls, tensors, meta):
+        loc = cls()
+        loc.center = np.asarray(tensors["center"], dtype=np.float64)
+        loc.radius = float(meta["radius"])
+        return loc
+
+
+def iter_image_files(paths: Iterable[str | Path], recursive: bool = True) -> list[Path]:
+    """Expand files and folders into a sorted list of image-looking files."""
+    exts = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif", ".webp", ".bmp"}
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.glob("*")
+            out.extend(sorted(q for q in it if q.is_file() and q.suffix.lower() in exts))
+        else:
+            out.append(p)
+    return out
