@@ -14,6 +14,7 @@ Subclass contract (see docs/ARCHITECTURE.md):
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,14 +91,28 @@ class Prediction:
         return np.stack([self.lat, self.lon], axis=1)
 
 
+@dataclass
+class NoConfig:
+    """Methods without options."""
+
+
 class Localizer:
-    """Base class. See module docstring for what subclasses implement."""
+    """Base class. See module docstring for what subclasses implement.
+
+    ``Config`` is the method's dataclass of options (defaults that work); ``campusgps train`` exposes
+    its fields as flags. ``self.cfg`` is the instance, ``self.config`` its dict (stored in bundles).
+    """
 
     method: ClassVar[str] = "base"
+    Config: ClassVar[type] = NoConfig
 
-    def __init__(self, frame: LocalFrame | None = None, **config):
-        self.frame = frame
-        self.config: dict = dict(config)
+    def __init__(self, config=None, **overrides):
+        from campusgps.configs import update
+
+        cfg = config if config is not None else self.Config()
+        self.cfg = update(cfg, overrides) if overrides else cfg
+        self.config: dict = dataclasses.asdict(self.cfg)
+        self.frame: LocalFrame | None = None
         self.info: dict = {}  # training summary, data summary, calibration, ... (goes into metadata)
 
     # --- to implement ------------------------------------------------------------------------------
@@ -167,6 +182,10 @@ class Localizer:
         """Images are shrunk to this max side on load (None: keep). Methods override if useful."""
         return 1024
 
+    def reference_thumbnail(self, ref_id: str) -> bytes | None:
+        """JPEG bytes of a reference (mapping) photo, when the bundle keeps thumbnails; else None."""
+        return None
+
     # --- persistence -------------------------------------------------------------------------------
     def metadata(self) -> dict:
         import platform
@@ -208,6 +227,8 @@ class Localizer:
             raise BundleError(f"{path}: corrupt or incompatible {method!r} bundle ({type(e).__name__}: {e})")
         loc.frame = LocalFrame.from_dict(meta["frame"]) if meta.get("frame") else None
         loc.config = meta.get("config", {})
+        known = {f.name for f in dataclasses.fields(klass.Config)}
+        loc.cfg = klass.Config(**{k: v for k, v in loc.config.items() if k in known})
         loc.info = meta.get("info", {})
         loc.bundle_meta = meta
         return loc
