@@ -186,6 +186,14 @@ class Localizer:
         """JPEG bytes of a reference (mapping) photo, when the bundle keeps thumbnails; else None."""
         return None
 
+    def reference_positions(self) -> dict | None:
+        """Where the reference (mapping) photos the model knows were taken, for drawing a basemap.
+
+        ``{"lat": array, "lon": array}`` plus optional ``"id"`` (list of str, the ids neighbours use) and
+        ``"session"``; None when the model keeps no positions (the server then draws no basemap points).
+        """
+        return None
+
     # --- persistence -------------------------------------------------------------------------------
     def metadata(self) -> dict:
         import platform
