@@ -95,13 +95,19 @@ def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
-def haversine_torch(lat1, lon1, lat2, lon2, eps: float = 1e-12):
+def haversine_torch(lat1, lon1, lat2, lon2, eps: float | None = None):
     """Differentiable haversine distance in metres for torch tensors (degrees in).
 
     ``asin(sqrt(a))`` has an infinite derivative at a == 0 (prediction == target). We use the equivalent
-    ``2*atan2(sqrt(a), sqrt(1-a))`` with ``sqrt(a + eps)`` so gradients stay finite everywhere.
+    ``2*atan2(sqrt(a), sqrt(1-a))`` with ``sqrt(a + eps)`` so gradients stay finite everywhere. ``eps``
+    defaults to the dtype's smallest normal number: a larger one biases the distance (``a`` is in units of
+    the Earth's radius squared: eps=1e-12 would add 12.7 m at zero distance).
     """
     import torch
+
+    if eps is None:
+        eps = torch.finfo(lat1.dtype if torch.is_tensor(lat1) and lat1.is_floating_point()
+                          else torch.get_default_dtype()).tiny
 
     d2r = math.pi / 180.0
     p1, p2 = lat1 * d2r, lat2 * d2r
