@@ -95,7 +95,8 @@ def robust_fuse(points: np.ndarray, weights: np.ndarray | None = None, bandwidth
         c = weighted_geometric_median(pts, w)
     elif method == "mode":
         d2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
-        dens = (np.exp(-0.5 * d2 / bandwidth_m ** 2) * w[None, :]).sum(1)
+        # a candidate counts half its own weight: a lone candidate needs corroboration to beat a cluster
+        dens = (np.exp(-0.5 * d2 / bandwidth_m ** 2) * w[None, :]).sum(1) - 0.5 * w
         c = pts[int(np.argmax(dens))].copy()
         for _ in range(20):  # mean-shift from the densest candidate
             k = w * np.exp(-0.5 * ((pts - c) ** 2).sum(1) / bandwidth_m ** 2)

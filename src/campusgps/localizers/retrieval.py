@@ -240,6 +240,18 @@ class RetrievalLocalizer(Localizer):
                               f"`campusgps index add MODEL DATASET` or retrain")
         if self._index is None:
             self._build_index()
+        ex = getattr(self, "_exclude_ids", None)
+        if ex:  # leave-out search (e.g. an ensemble calibrating on photos this index already holds)
+            bad = np.array([r in ex for r in self.ref_ids])
+            kk = int(min(k + bad.sum(), len(self.ref_desc)))
+            s, i = self._index.search(np.ascontiguousarray(q, dtype=np.float32), kk)
+            S = np.full((len(q), k), -1.0, np.float32)
+            I = np.full((len(q), k), -1, np.int64)
+            for j in range(len(q)):
+                good = [(a, b) for a, b in zip(s[j], i[j]) if b >= 0 and not bad[b]][:k]
+                if good:
+                    S[j, :len(good)], I[j, :len(good)] = zip(*good)
+            return S, I
         k = int(min(k, len(self.ref_desc)))
         s, i = self._index.search(np.ascontiguousarray(q, dtype=np.float32), k)
         return s, i

@@ -1,0 +1,65 @@
+"""Hybrid localizer: local-feature verification, fallbacks, round trip."""
+import numpy as np
+import pytest
+
+from campusgps import Localizer
+from conftest import make_toy_dataset
+
+
+def _scene(seed=0, size=(320, 240)):
+    rng = np.random.default_rng(seed)
+    img = np.full((size[1], size[0], 3), 90, np.uint8)
+    import cv2
+
+    for _ in range(60):  # textured blobs and boxes: plenty of SIFT corners
+        x, y = int(rng.integers(0, size[0])), int(rng.integers(0, size[1]))
+        c = tuple(int(v) for v in rng.integers(0, 255, 3))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, 40)), y + int(rng.integers(5, 40))), c, -1)
+        else:
+            cv2.circle(img, (x, y), int(rng.integers(3, 20)), c, -1)
+    return img
+
+
+def test_local_features_verify_same_scene_not_another():
+    import cv2
+
+    from campusgps.localizers.geometry import extract_local_features, match_many, verify_pair
+
+    a = _scene(0)
+    H = np.array([[0.95, 0.05, 10], [-0.04, 0.97, 5], [0, 0, 1]], np.float64)
+    b = cv2.warpPerspective(a, H, (320, 240), borderValue=(90, 90, 90))
+    c = _scene(1)
+    fa, fb, fc = (extract_local_features(x, max_keypoints=500) for x in (a, b, c))
+    assert len(fa) > 50 and fa.desc.dtype == np.uint8
+    mb, mc = match_many(fa.desc, [fb.desc, fc.desc])
+    inl_b, _ = verify_pair(fa.xy, fb.xy, mb, fa.size, fb.size)
+    inl_c, _ = verify_pair(fa.xy, fc.xy, mc, fa.size, fc.size)
+    assert inl_b >= 30 and inl_c < 15
+    assert len(extract_local_features(np.zeros((100, 100, 3), np.uint8))) == 0
+    assert len(extract_local_features(np.full((8, 8, 3), 200, np.uint8))) == 0
+
+
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory):
+    from campusgps.localizers.hybrid import HybridLocalizer
+
+    ds = make_toy_dataset(tmp_path_factory.mktemp("hyb") / "toy", n_spots=12, views=4, size=(160, 120))
+    return HybridLocalizer(backbone="tiny-cnn", finetune="off", shortlist=10).fit(ds), ds
+
+
+def test_hybrid_round_trip_and_fallbacks(hybrid, tmp_path):
+    loc, ds = hybrid
+    test = ds.subset("test")
+    p = loc.predict(test.paths())
+    assert np.isfinite(p.lat).all() and (p.radius_m > 0).all()
+    assert all("inliers" in d for d in p.neighbors[0])
+    loaded = Localizer.load(loc.save(tmp_path / "h.cgps"))
+    assert loaded.method == "hybrid" and len(loaded.lf) == len(loaded.ref_ids)
+    q = loaded.predict(test.paths())
+    assert np.allclose(q.lat, p.lat) and np.allclose(q.lon, p.lon)
+    blank = loaded.predict([np.zeros((120, 160, 3), np.uint8), np.full((6, 6, 3), 255, np.uint8)])
+    for flags in blank.flags:
+        assert "no_local_features" in flags and "fallback_retrieval" in flags
+    assert np.isfinite(blank.lat).all()
+    assert "hybrid" in loc.info["selection"]

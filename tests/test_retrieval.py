@@ -1,0 +1,95 @@
+"""Retrieval localizer: beats the mean baseline, robust fusion, round trip, out-of-area, thumbnails."""
+import numpy as np
+import pytest
+
+from campusgps import Localizer
+from campusgps.errors import BundleError
+from campusgps.localizers.base import MeanLocalizer
+from campusgps.localizers.geometry import per_spot_weights, robust_fuse, weighted_geometric_median
+from conftest import make_toy_dataset
+
+
+@pytest.fixture(scope="module")
+def toy16(tmp_path_factory):
+    return make_toy_dataset(tmp_path_factory.mktemp("ret") / "toy", n_spots=16, views=4)
+
+
+@pytest.fixture(scope="module")
+def fitted(toy16):
+    from campusgps.localizers.retrieval import RetrievalLocalizer
+
+    return RetrievalLocalizer(backbone="tiny-cnn", ft_steps=20).fit(toy16)
+
+
+def _median_err(p, ds):
+    return float(np.median(np.hypot(p.east - ds.en()[:, 0], p.north - ds.en()[:, 1])))
+
+
+def test_robust_fusion_ignores_far_lookalike():
+    rng = np.random.default_rng(0)
+    near = rng.normal([10.0, -5.0], 2.0, size=(5, 2))
+    far = np.array([[400.0, 300.0]])
+    pts = np.concatenate([far, near])
+    w = np.array([3.0, 1, 1, 1, 1, 1])  # the look-alike is the single most similar neighbour
+    f = robust_fuse(pts, w, bandwidth_m=6.0)
+    assert np.hypot(*(f.center - [10, -5])) < 3.0
+    assert not f.agree[0] and f.agree[1:].all()
+    mean = (pts * w[:, None]).sum(0) / w.sum()
+    assert np.hypot(*(mean - [10, -5])) > 100  # what a plain weighted mean would have done
+    # geometric median: breakdown point 50%
+    gm = weighted_geometric_median(np.array([[0, 0], [1, 0], [0, 1], [1000, 1000]]), np.ones(4))
+    assert np.hypot(*gm) < 2
+    # one spot's several photos count about once
+    w2 = per_spot_weights(np.array([[0, 0], [0.1, 0], [0, 0.1], [20, 20]]), np.ones(4), spot_m=1.0)
+    assert w2[:3].sum() < 1.5 and w2[3] == pytest.approx(1.0)
+
+
+def test_retrieval_beats_mean_and_round_trips(fitted, toy16, tmp_path):
+    test = toy16.subset("test")
+    p = fitted.predict(test.paths())
+    mean = MeanLocalizer().fit(toy16).predict(test.paths())
+    assert _median_err(p, test) < 0.6 * _median_err(mean, test)
+    assert np.isfinite(p.radius_m).all() and (p.radius_m > 0).all()
+    nb = p.neighbors[0]
+    assert nb and {"id", "east", "north", "score", "file", "lat", "lon"} <= set(nb[0])
+    path = fitted.save(tmp_path / "r.cgps")
+    loaded = Localizer.load(path)
+    q = loaded.predict(test.paths())
+    assert np.allclose(q.lat, p.lat) and np.allclose(q.lon, p.lon) and np.allclose(q.radius_m, p.radius_m)
+    thumb = loaded.reference_thumbnail(nb[0]["id"])
+    assert thumb[:2] == b"\xff\xd8" and len(thumb) < 20000
+    assert loaded.reference_thumbnail("nope") is None
+    assert len(loaded.reference_positions()["lat"]) == len(loaded.ref_ids)
+    sel = loaded.info["selection"]
+    assert "whiten_used" in sel and "fusion" in sel and "finetune_used" in sel
+
+
+def test_out_of_area_noise_is_flagged(fitted, toy16):
+    noise = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    p = fitted.predict([noise, toy16.subset("test").paths()[0]])
+    assert "out_of_area" in p.flags[0]
+    assert p.radius_m[0] >= 1000
+    assert "out_of_area" not in p.flags[1]
+
+
+def test_bundle_from_another_version_is_refused(fitted, tmp_path):
+    from campusgps.localizers.bundle import read_bundle, write_bundle
+
+    path = fitted.save(tmp_path / "r.cgps")
+    t, meta = read_bundle(path)
+    meta["state"]["state_version"] = 999
+    write_bundle(tmp_path / "old.cgps", t, meta)
+    with pytest.raises(BundleError, match="retrain"):
+        Localizer.load(tmp_path / "old.cgps")
+
+
+def test_empty_index_is_a_clear_error(fitted, tmp_path):
+    from campusgps.localizers.retrieval import RetrievalLocalizer
+
+    loc = Localizer.load(fitted.save(tmp_path / "r.cgps"))
+    loc._set_refs(np.zeros((0, loc.ref_desc.shape[1]), np.float32), np.zeros((0, 2)))
+    loc.thumbs = []
+    loc.save(tmp_path / "empty.cgps")
+    empty = RetrievalLocalizer.load(tmp_path / "empty.cgps")
+    with pytest.raises(BundleError, match="empty reference index"):
+        empty.predict([np.zeros((48, 64, 3), np.uint8) + 100])
