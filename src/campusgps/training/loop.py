@@ -1,0 +1,244 @@
+"""The training loop shared by every trainable method.
+
+AdamW, linear warm-up + cosine decay (per step), gradient clipping, early stopping on the validation median
+error (metres), seeds, a checkpoint after every epoch (``torch.save`` of plain tensors/numbers, read back with
+``weights_only=True``) and ``resume``; AMP on CUDA; a progress bar with the live train loss and val median.
+
+Batches whose inputs, loss or gradients are NaN/inf are skipped (weights untouched) and counted; when more
+than ``max_bad_fraction`` of an epoch's batches are bad, training stops with a message saying what to change.
+
+Under torch.distributed (``training/ddp.py``) the model is wrapped in DDP, each rank trains on its shard of
+every batch, and rank 0 validates, checkpoints and decides early stopping (broadcast to the others).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from campusgps.errors import UserError
+
+
+class TrainingDiverged(UserError):
+    """Too many NaN/inf batches."""
+
+
+@dataclass
+class LoopConfig:
+    epochs: int = 60
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    min_lr_ratio: float = 0.02
+    patience: int = 12
+    clip_grad: float = 1.0
+    seed: int = 0
+    max_bad_fraction: float = 0.25
+    amp: bool = True            # CUDA only
+    param_groups: dict = field(default_factory=dict)  # name prefix -> lr multiplier
+
+
+def set_seed(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+@dataclass
+class TrainResult:
+    best_state: dict
+    best_epoch: int
+    best_val: float
+    history: list
+    bad_batches: int
+    epochs_run: int
+    seconds: float
+    resumed_from: int | None = None
+    stopped_early: bool = False
+
+
+def _fingerprint(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _all_finite(tensors) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
+
+
+def train(model, loss_fn: Callable, batches: Callable[[int, np.random.Generator], Iterator],
+          validate: Callable[[object], dict], cfg: LoopConfig, steps_per_epoch: int, device=None,
+          checkpoint: str | Path | None = None, resume: bool = False, fingerprint: dict | None = None,
+          progress: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train ``model`` in place; returns the best state (by ``validate(model)['median_m']``, lower is better).
+
+    ``batches(epoch, rng)`` yields ``(inputs, targets)`` tensors (already on ``device``);
+    ``loss_fn(model, inputs, targets)`` returns a scalar loss tensor.
+    """
+    import torch
+
+    from campusgps.progress import progress_bar
+
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if dist else 0
+    world = torch.distributed.get_world_size() if dist else 1
+    device = device or next(model.parameters()).device
+    set_seed(cfg.seed)
+    net = model
+    if dist:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    groups: dict[float, list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        mult = 1.0
+        for prefix, m in cfg.param_groups.items():
+            if name.startswith(prefix):
+                mult = m
+        groups.setdefault(mult, []).append(p)
+    if not groups:
+        raise UserError("nothing to train: every parameter is frozen")
+    opt = torch.optim.AdamW([{"params": ps, "lr": cfg.lr * m} for m, ps in groups.items()], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warm, cfg.min_lr_ratio))
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if (use_amp and torch.cuda.is_bf16_supported()) else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    fp = _fingerprint({"loop": asdict(cfg), **(fingerprint or {})})
+    start_epoch, best_val, best_epoch, history, bad_total = 0, float("inf"), -1, [], 0
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    since_best, resumed_from = 0, None
+    ckpt = Path(checkpoint) if checkpoint else None
+    if resume and ckpt and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        if state.get("fingerprint") != fp:
+            raise UserError(f"{ckpt}: checkpoint is from a different configuration or dataset; "
+                            f"drop --resume to start over (or delete the checkpoint)")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start_epoch = int(state["epoch"]) + 1
+        best_val, best_epoch = float(state["best_val"]), int(state["best_epoch"])
+        best_state, history = state["best_state"], json.loads(state["history"])
+        bad_total, since_best = int(state["bad_total"]), int(state["since_best"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        resumed_from = start_epoch
+        if log:
+            log(f"resumed from {ckpt} at epoch {start_epoch + 1}")
+    elif resume and ckpt and log:
+        log(f"no checkpoint at {ckpt}; starting from scratch")
+
+    t0 = time.time()
+    bar = progress_bar(total=cfg.epochs, desc="training", unit="epoch", enable=progress and rank == 0,
+                       initial=start_epoch)
+    stopped_early, epoch = False, start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        net.train()
+        losses, bad, n_batches = [], 0, 0
+        for x, y in batches(epoch, rng):
+            n_batches += 1
+            if dist:  # each rank takes its shard of the batch (same global batch order on every rank)
+                x, y = x[rank::world], y[rank::world]
+            opt.zero_grad(set_to_none=True)
+            ok = _all_finite([x, y]) if x.is_floating_point() else _all_finite([y])
+            loss = None
+            if ok:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss = loss_fn(net, x, y)
+                ok = bool(torch.isfinite(loss))
+            if dist:  # all ranks must agree to step (DDP needs every rank to run backward)
+                flag = torch.tensor([1.0 if ok else 0.0], device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                ok = bool(flag.item() > 0)
+            if ok:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad) if cfg.clip_grad > 0 \
+                    else torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
+                if not torch.isfinite(gnorm):
+                    ok = False
+                    opt.zero_grad(set_to_none=True)
+                    if scaler.is_enabled():
+                        scaler.update()
+                else:
+                    scaler.step(opt)
+                    scaler.update()
+                    losses.append(float(loss.detach()))
+            if not ok:
+                bad += 1
+            sched.step()
+            if losses:
+                bar.set_postfix(loss=f"{losses[-1]:.4g}", val_median=f"{best_val:.2f}m" if best_val < 1e30 else "-",
+                                refresh=False)
+        bad_total += bad
+        if n_batches and bad / n_batches > cfg.max_bad_fraction:
+            bar.close()
+            raise TrainingDiverged(
+                f"training stopped at epoch {epoch + 1}: {bad} of {n_batches} batches had NaN/inf inputs, loss or "
+                f"gradients (weights were not updated by them). Lower the learning rate (--lr), keep gradient "
+                f"clipping on (--clip-grad), or check the dataset for broken labels")
+        # validation (rank 0 decides; others follow)
+        stop = False
+        if rank == 0:
+            net.eval()
+            v = validate(model)
+            med = float(v.get("median_m", float("nan")))
+            rec = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                   "bad_batches": bad, "lr": float(opt.param_groups[0]["lr"]),
+                   **{k: float(val) for k, val in v.items()}}
+            history.append(rec)
+            if np.isfinite(med) and med < best_val:
+                best_val, best_epoch, since_best = med, epoch + 1, 0
+                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+            else:
+                since_best += 1
+            stop = since_best >= cfg.patience
+            bar.set_postfix(loss=f"{rec['train_loss']:.4g}", val_median=f"{med:.2f}m", best=f"{best_val:.2f}m")
+            if ckpt:
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                tmp = ckpt.with_name(ckpt.name + ".tmp")
+                torch.save({"fingerprint": fp, "epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "best_val": best_val, "best_epoch": best_epoch,
+                            "best_state": best_state, "history": json.dumps(history), "bad_total": bad_total,
+                            "since_best": since_best, "torch_rng": torch.get_rng_state()}, tmp)
+                os.replace(tmp, ckpt)
+        if dist:
+            flag = torch.tensor([1.0 if stop else 0.0], device=device)
+            torch.distributed.broadcast(flag, src=0)
+            stop = bool(flag.item() > 0)
+        bar.update(1)
+        if stop:
+            stopped_early = True
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    return TrainResult(best_state=best_state, best_epoch=best_epoch, best_val=best_val, history=history,
+                       bad_batches=bad_total, epochs_run=epoch + 1, seconds=time.time() - t0,
+                       resumed_from=resumed_from, stopped_early=stopped_early)
