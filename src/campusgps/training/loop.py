@@ -193,7 +193,8 @@ def train(model, loss_fn: Callable, batches: Callable[[int, np.random.Generator]
                     losses.append(float(loss.detach()))
             if not ok:
                 bad += 1
-            sched.step()
+            else:
+                sched.step()  # the schedule counts applied updates
             if losses:
                 bar.set_postfix(loss=f"{losses[-1]:.4g}", val_median=f"{best_val:.2f}m" if best_val < 1e30 else "-",
                                 refresh=False)
