@@ -76,7 +76,8 @@ def run(args) -> int:
     alien = sorted(d for d in getattr(args, "_config_owners", {}) if d not in mine and getattr(args, d, None) is not None)
     if alien:
         flags = ", ".join("--" + a.replace("_", "-") for a in alien)
-        raise UserError(f"{flags} do(es) not apply to --method {args.method}; see `campusgps train --help`")
+        raise UserError(f"option(s) {flags} do not apply to --method {args.method}; drop them or pick the method "
+                        f"they belong to (see `campusgps train --help`)")
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out / 'model.cgps'}")
