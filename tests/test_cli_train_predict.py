@@ -79,7 +79,7 @@ def test_bad_input_exits_2(ds, model, tmp_path, capsys):
     if "retrieval" in dict(_method_classes()):  # a retrieval-only flag given to regression is refused
         assert main(["train", str(ds.root), "--method", "regression", "--k", "5",
                      "--out", str(tmp_path / "m.cgps")]) == 2
-        assert "does not apply" in capsys.readouterr().err
+        assert "do not apply" in capsys.readouterr().err
     garbage = tmp_path / "g.cgps"
     garbage.write_text("hello")
     assert main(["predict", str(garbage), str(ds.paths()[0])]) == 2
