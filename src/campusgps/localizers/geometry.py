@@ -285,10 +285,11 @@ def verify_pair(q_xy: np.ndarray, r_xy: np.ndarray, matches: np.ndarray, q_size,
 
 
 def focal_px(width: int, height: int, focal_35mm: float | None = None, default_hfov_deg: float = 65.0) -> float:
-    """Focal length in pixels from the 35 mm-equivalent focal length (36 mm = the long side), else a FOV."""
+    """Focal length in pixels from the 35 mm-equivalent focal length (diagonal convention), else a FOV."""
     long_side = max(width, height)
     if focal_35mm is not None and np.isfinite(focal_35mm) and focal_35mm > 0:
-        return float(focal_35mm) / 36.0 * long_side
+        # EXIF FocalLengthIn35mmFilm: the full-frame diagonal (43.27 mm) maps to the image diagonal
+        return float(focal_35mm) * math.hypot(width, height) / math.hypot(36.0, 24.0)
     return long_side / 2.0 / math.tan(math.radians(default_hfov_deg) / 2.0)
 
 

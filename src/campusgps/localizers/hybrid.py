@@ -45,6 +45,7 @@ class HybridConfig(RetrievalConfig):
     inlier_power: float = field(default=0.0, metadata={"help": "weight = inliers ** power (0: chosen on val)"})
     hybrid_bandwidth_m: float = field(default=0.0, metadata={"help": "fusion bandwidth in m (0: chosen on val)"})
     spot_m: float = field(default=1.0, metadata={"help": "labels closer than this share weight (one GPS fix)"})
+    calib_max: int = field(default=150, metadata={"help": "at most this many val photos for selection/calibration"})
 
 
 def _pack_lf(lfs: list[LocalFeatures]) -> dict[str, np.ndarray]:
@@ -133,6 +134,11 @@ class HybridLocalizer(RetrievalLocalizer):
                        "bandwidth_m": self.cfg.hybrid_bandwidth_m or 6.0, "radius_scale": 1.0}
         if val is None or len(val) < 5:
             return
+        if len(val) > self.cfg.calib_max:  # bound the fit time: an even sample of the val photos
+            pick = np.linspace(0, len(val) - 1, self.cfg.calib_max).round().astype(int)
+            val = val.subset("all")
+            val.manifest = val.manifest.iloc[pick].reset_index(drop=True)
+            val_en = val_en[pick]
         records = []  # (retrieval search, inliers) per val photo, computed once
         q_desc = self.proj(self._raw_from_dataset(val))
         S, I = self._search(q_desc, max(self.cfg.shortlist, self.fusion["k"]))
