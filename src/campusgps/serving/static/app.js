@@ -55,7 +55,7 @@
       }
       const pts = ref.hull && ref.hull.length ? ref.hull : ref.lat.map((la, i) => [la, ref.lon[i]]);
       areaBounds = L.latLngBounds(pts);
-      map.fitBounds(areaBounds.pad(0.08));
+      map.fitBounds(areaBounds.pad(0.08), { animate: false });
     } else {
       els.mapEmpty.hidden = false;
       const o = model.origin || { lat: 0, lon: 0 };
@@ -179,7 +179,7 @@
     let b = L.latLng(here).toBounds(2 * Math.max(r.radius_m || 20, 10));
     nbs.forEach((n) => b.extend([n.lat, n.lon]));
     if (areaBounds && !areaBounds.contains(b) && areaBounds.intersects(b)) b = b.extend(areaBounds);
-    map.fitBounds(b.pad(0.15), { maxZoom: 20 });
+    map.fitBounds(b.pad(0.15), { maxZoom: 20, animate: false });
   }
 
   // ---------------------------------------------------------------- inputs

@@ -1,0 +1,116 @@
+"""The web page in a real browser: Debian's chromium driven by Playwright, against a real uvicorn server.
+
+Skipped (with the reason) when /usr/bin/chromium or the playwright package is missing; `.ci/run` installs
+chromium. The browser may only reach 127.0.0.1: every other request is aborted and counted, which also
+proves the page needs no network (no CDN).
+"""
+import os
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CAMPUSGPS_CHROMIUM", "/usr/bin/chromium")
+
+
+def _skip_reason():
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except Exception as e:  # pragma: no cover
+        return f"playwright python package missing ({e})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_upload_shows_prediction_on_map(browser, tmp_path, toy):
+    import httpx
+    from test_serve import TinyRetrieval, live_server
+
+    from campusgps.serving.app import ServeSettings, create_app
+
+    model = TinyRetrieval().fit(toy)
+    photo = toy.root / toy.subset("test").manifest["file"].iloc[0]
+    app = create_app(model, ServeSettings())
+    with live_server(app) as url:
+        api = httpx.post(url + "/v1/locate", files={"image": (photo.name, photo.read_bytes(), "image/jpeg")},
+                         timeout=30).json()
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        offsite, console_errors = [], []
+
+        def guard(route):
+            if route.request.url.startswith(url):
+                route.continue_()
+            else:
+                offsite.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", guard)
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: console_errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-state='ready']", state="attached", timeout=15000)
+        assert "reference photos" in page.inner_text("#model-badge")
+
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector("body[data-state='done']", state="attached", timeout=20000)
+        page.wait_for_selector(".leaflet-marker-icon.cg-pred-marker", state="visible", timeout=10000)
+        page.wait_for_selector("path.cg-uncertainty", state="visible", timeout=10000)
+        page.wait_for_selector("#neighbors li .thumb img", timeout=10000)
+        for img in page.locator("#neighbors img").all():  # thumbnails really loaded
+            img.evaluate("i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; })")
+            assert img.evaluate("i => i.naturalWidth") > 0
+
+        shown = {k: page.get_attribute(f"#result-{k}", "data-value") for k in ("lat", "lon", "radius")}
+        assert float(shown["lat"]) == api["lat"]
+        assert float(shown["lon"]) == api["lon"]
+        assert float(shown["radius"]) == api["radius_m"]
+        assert page.inner_text("#result-lat") == f"{api['lat']:.6f}"
+        assert page.inner_text("#result-lon") == f"{api['lon']:.6f}"
+        assert page.locator("#neighbors li").count() == len(api["neighbors"])
+        assert page.locator("path.cg-neighbor").count() == len(api["neighbors"])
+
+        shot = tmp_path / "serve_page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+
+        # the page's Content-Security-Policy ('self' only) was in force: nothing inline, nothing remote
+        assert "default-src 'self'" in (page.evaluate("() => document.contentType") and
+                                        httpx.get(url + "/").headers["content-security-policy"])
+
+        # an error is shown on the page, and the page keeps working afterwards
+        bad = tmp_path / "not_a_photo.jpg"
+        bad.write_bytes(b"definitely not a jpeg")
+        page.set_input_files("#file", str(bad))
+        page.wait_for_selector("body[data-state='error']", state="attached", timeout=10000)
+        assert "not an image" in page.inner_text("#error")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector("body[data-state='done']", state="attached", timeout=20000)
+        assert page.is_hidden("#error")
+        page.close()
+
+    assert offsite == [], f"the page tried to reach the network: {offsite}"
+    assert not [e for e in console_errors if "415" not in e], console_errors
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from conftest import make_toy_dataset
+
+    return make_toy_dataset(tmp_path_factory.mktemp("browser") / "toy", n_spots=8, views=3, size=(160, 120))
