@@ -41,6 +41,7 @@ def _init_worker(preset, seed):
     import cv2
 
     cv2.setNumThreads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _ensure_world(preset, seed)
 
 
@@ -161,8 +162,9 @@ def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: Captur
             finally:
                 cv2.setNumThreads(n_thr)
         else:
-            methods = mp.get_all_start_methods()
-            ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+            # spawn, not fork: OpenCV's thread pool does not survive fork() (workers would deadlock), so each
+            # worker starts clean and rebuilds the (deterministic) world from (preset, seed).
+            ctx = mp.get_context("spawn")
             with ctx.Pool(workers, initializer=_init_worker, initargs=(preset, seed)) as pool:
                 for _ in pool.imap_unordered(_job, jobs, chunksize=4):
                     bar.update(1)
