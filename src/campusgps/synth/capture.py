@@ -237,7 +237,7 @@ def plan(world: World, cfg: CaptureConfig, seed: int, preset) -> list[Shot]:
     tries = 0
     pts, _ = _walk_positions(rng, world, (1.0, 3.0), lateral=0.8)
     order = rng.permutation(len(pts))
-    need = int(math.ceil(n_queries / 1.5))
+    need = int(math.ceil(n_queries / 1.8))
     for j in order:
         p = pts[j]
         tries += 1
@@ -250,7 +250,7 @@ def plan(world: World, cfg: CaptureConfig, seed: int, preset) -> list[Shot]:
             break
     q_spots = np.asarray(q_spots)
     nq = len(q_spots)
-    nv = [int(rng.integers(1, 3)) for _ in range(nq)]
+    nv = [int(rng.integers(1, 4)) for _ in range(nq)]
     # trim to the target number of query photos
     while sum(nv) > n_queries and any(v > 1 for v in nv):
         nv[[k for k, v in enumerate(nv) if v > 1][-1]] -= 1

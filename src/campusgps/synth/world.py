@@ -31,10 +31,12 @@ class Preset:
     photos: int   # target mapping photos
     queries: int  # target query photos
     walkway_blocks: int = 2
+    capture_ring: bool = True  # also capture along the ring path around the campus
 
 
 PRESETS = {
-    "tiny": Preset("tiny", 80.0, 60.0, (30.0, 36.0), photos=40, queries=10, walkway_blocks=1),
+    "tiny": Preset("tiny", 80.0, 60.0, (30.0, 36.0), photos=40, queries=10, walkway_blocks=1,
+                   capture_ring=False),
     "small": Preset("small", 200.0, 150.0, (34.0, 44.0), photos=2400, queries=300),
     "medium": Preset("medium", 420.0, 300.0, (34.0, 46.0), photos=10000, queries=1000, walkway_blocks=3),
 }
@@ -179,23 +181,28 @@ def build_world(preset: str = "tiny", seed: int = 0, origin=(31.2620, 34.8010, 2
                       "pts": [[x0 - 5, yv], [x1 + 5, yv]]})
     for i, xv in enumerate(xs):
         paths.append({"name": f"v{i}", "kind": "path", "width": 4.0, "pts": [[xv, y0 - 5], [xv, y1 + 5]]})
+    # ring path around the campus
+    paths.append({"name": "ring_s", "kind": "path", "width": 3.0, "pts": [[x0 - 1.5, y0], [x1 + 1.5, y0]]})
+    paths.append({"name": "ring_n", "kind": "path", "width": 3.0, "pts": [[x0 - 1.5, y1], [x1 + 1.5, y1]]})
+    paths.append({"name": "ring_w", "kind": "path", "width": 3.0, "pts": [[x0, y0 - 1.5], [x0, y1 + 1.5]]})
+    paths.append({"name": "ring_e", "kind": "path", "width": 3.0, "pts": [[x1, y0 - 1.5], [x1, y1 + 1.5]]})
 
     def half_w(kind):
         return 3.5 + 2.2 if kind == "road" else 2.0
 
     # blocks between lines; each bounded by the half widths of adjacent paths + set-back
-    xb = [x0 - 8] + xs + [x1 + 8]
-    yb = [y0 - 8] + ys + [y1 + 8]
+    xb = [x0] + xs + [x1]
+    yb = [y0] + ys + [y1]
     blocks = []
     for i in range(len(xb) - 1):
         for j in range(len(yb) - 1):
             sb = 3.0
-            bx0 = xb[i] + (2.0 + sb if i > 0 else 0)
-            bx1 = xb[i + 1] - (2.0 + sb if i + 1 < len(xb) - 1 else 0)
+            bx0 = xb[i] + 2.0 + sb
+            bx1 = xb[i + 1] - 2.0 - sb
             hy_lo = half_w("road") if (j - 1) == road_i else 2.0
             hy_hi = half_w("road") if j == road_i else 2.0
-            by0 = yb[j] + (hy_lo + sb if j > 0 else 0)
-            by1 = yb[j + 1] - (hy_hi + sb if j + 1 < len(yb) - 1 else 0)
+            by0 = yb[j] + hy_lo + sb
+            by1 = yb[j + 1] - hy_hi - sb
             blocks.append({"i": i, "j": j, "box": [bx0, by0, bx1, by1], "type": "buildings"})
     nbx, nby = len(xb) - 1, len(yb) - 1
 
@@ -208,8 +215,8 @@ def build_world(preset: str = "tiny", seed: int = 0, origin=(31.2620, 34.8010, 2
     nwk = min(P.walkway_blocks, nbx)
     wi0 = max(0, (nbx - nwk) // 2 + (1 if nbx > 2 and nwk < nbx - 1 else 0))
     wi0 = min(wi0, nbx - nwk)
-    wk_x0 = xb[wi0] + (6.0 if wi0 > 0 else 2.0)
-    wk_x1 = xb[wi0 + nwk] - (6.0 if wi0 + nwk < nbx else 2.0)
+    wk_x0 = xb[wi0] + 6.0
+    wk_x1 = xb[wi0 + nwk] - 6.0
     walkway = {"x0": wk_x0, "x1": wk_x1, "y": wk_y, "width": 5.2, "z": 3.0, "pillar_every": 4.0}
 
     # repeated facades: the block row on the other side of the walkway path, nwk blocks wide if possible
@@ -386,13 +393,13 @@ def build_world(preset: str = "tiny", seed: int = 0, origin=(31.2620, 34.8010, 2
     # a ring of trees around the campus so the horizon is not empty
     for t in np.arange(0, 2 * (W + H), 9.0):
         if t < W:
-            x, y = x0 + t, y0 - 12
+            x, y = x0 + t, y0 - 9
         elif t < W + H:
-            x, y = x1 + 12, y0 + (t - W)
+            x, y = x1 + 9, y0 + (t - W)
         elif t < 2 * W + H:
-            x, y = x1 - (t - W - H), y1 + 12
+            x, y = x1 - (t - W - H), y1 + 9
         else:
-            x, y = x0 - 12, y1 - (t - 2 * W - H)
+            x, y = x0 - 9, y1 - (t - 2 * W - H)
         trees.append([float(x + rng.uniform(-3, 3)), float(y + rng.uniform(-3, 3)), int(rng.integers(n_tree_kinds))])
     trees = [t for t in trees if not on_path(t[0], t[1], 0.3) and not under_walkway(t[0], t[1], 1.5)]
 
@@ -615,6 +622,8 @@ def build_world(preset: str = "tiny", seed: int = 0, origin=(31.2620, 34.8010, 2
     # capture polylines: footpaths along the centre, road along both sidewalks; walkway included
     cap = []
     for p in paths:
+        if p["name"].startswith("ring") and not P.capture_ring:
+            continue
         a, b = np.asarray(p["pts"][0], float), np.asarray(p["pts"][1], float)
         d = (b - a) / np.linalg.norm(b - a)
         a, b = a + d * 7, b - d * 7  # stay on campus

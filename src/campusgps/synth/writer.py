@@ -91,7 +91,7 @@ def settings_dict(preset, seed, cfg: CaptureConfig, quality) -> dict:
 
 def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: CaptureConfig | None = None,
                workers: int = 2, contact_sheet: bool = False, overwrite: bool = False, quality: int = JPEG_QUALITY,
-               progress: bool = True, log=print) -> dict:
+               progress: bool = True, log=print, max_shots: int | None = None) -> dict:
     """Build the world, plan the captures, render everything into ``out``. Returns a summary dict."""
     from campusgps.progress import progress_bar
 
@@ -138,6 +138,9 @@ def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: Captur
     world = _ensure_world(preset, seed)
     frame = world.frame()
     shots = plan(world, cfg, seed, PRESETS[preset])
+    if max_shots is not None and len(shots) > max_shots:  # benchmarks: an even subsample of the plan
+        keep = np.linspace(0, len(shots) - 1, max_shots).round().astype(int)
+        shots = [shots[i] for i in keep]
     ex = np.array([s.x for s in shots]), np.array([s.y for s in shots])
     lx, ly = np.array([s.label_x for s in shots]), np.array([s.label_y for s in shots])
     tlat, tlon = frame.to_wgs84(*ex)
