@@ -152,3 +152,54 @@ def test_fit_radius_scale_gives_target_coverage():
     assert 0.87 <= coverage(sigma[1000:] * s, err[1000:]) <= 0.93
     assert fit_radius_scale(np.ones(5), np.array([1, 2, 3, 4, 5.0]), 0.9) == 5.0
     assert fit_radius_scale([], [], 0.9) == 1.0
+
+
+def test_cells_head_default_and_direct_option(ds, trained, tmp_path):
+    """Default head classifies into k-means cells of the training positions; --head direct still regresses."""
+    spec = trained.spec["head"]
+    n_train = int((ds.manifest["split"] == "train").sum())
+    assert spec["cells"] == min(256, n_train // 4) and len(spec["centres"]) == spec["cells"]
+    # predictions are (local) weighted means of cell centres: never far outside the training area
+    p = trained.predict(ds.subset("test").paths())
+    en = ds.subset("train").en()
+    lo, hi = en.min(0) - 1.0, en.max(0) + 1.0
+    assert ((p.east >= lo[0]) & (p.east <= hi[0]) & (p.north >= lo[1]) & (p.north <= hi[1])).all()
+    direct = RegressionLocalizer(**{**FAST, "epochs": 30}, head="direct").fit(ds, progress=False)
+    assert "cells" not in direct.spec["head"]
+    loaded = Localizer.load(direct.save(tmp_path / "d.cgps"))
+    np.testing.assert_array_equal(direct.predict(ds.subset("val").paths()).lat,
+                                  loaded.predict(ds.subset("val").paths()).lat)
+    with pytest.raises(UserError, match="cells"):
+        RegressionLocalizer(**FAST, cells=1).fit(ds, progress=False)
+
+
+def test_cell_predict_soft_vs_local():
+    from campusgps.models.heads import RegressionHead
+
+    head = RegressionHead(4, [], 0.0, predict_sigma=False, cells=3, cell_bandwidth=0.1, cell_predict="local")
+    head.set_centres(np.array([[-1, 0], [1, 0], [1.05, 0]], np.float32))
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.bias.copy_(torch.tensor([np.log(0.4), np.log(0.3), np.log(0.3)]))
+    head.eval()
+    with torch.no_grad():
+        mu, ls, logits = head(torch.zeros(1, 4))
+    # local: the most likely cell is the left one and only cells near it vote -> exactly its centre
+    # (soft would put the photo half-way between two places, where it was not taken)
+    np.testing.assert_allclose(mu.numpy(), [[-1, 0]], atol=1e-5)
+    head.cell_predict = "soft"
+    with torch.no_grad():
+        mu, _, _ = head(torch.zeros(1, 4))
+    np.testing.assert_allclose(mu.numpy(), [[0.4 * -1 + 0.3 * 1 + 0.3 * 1.05, 0]], atol=1e-5)
+    assert ls is None and logits.shape == (1, 3)
+
+
+def test_kmeans_centres_and_bandwidth():
+    from campusgps.models.heads import cell_bandwidth, kmeans_centres
+
+    rng = np.random.default_rng(0)
+    blobs = np.concatenate([rng.normal(c, 0.01, (30, 2)) for c in ([0, 0], [1, 0], [0, 1])])
+    c = kmeans_centres(blobs, 3)
+    assert c.shape == (3, 2) and np.sort(np.round(c.sum(1))).tolist() == [0.0, 1.0, 1.0]
+    assert 0.9 < cell_bandwidth(c) < 1.1
+    assert kmeans_centres(np.zeros((5, 2)), 4).shape == (1, 2)  # no more cells than distinct positions

@@ -134,3 +134,11 @@ def test_ddp_two_cpu_processes_learn(tmp_path):
     berr = np.hypot(base.east - test.en()[:, 0], base.north - test.en()[:, 1])
     assert np.median(err) < 0.7 * np.median(berr)
     assert loc.info["training"]["epochs_run"] >= 1
+
+
+def test_select_last_runs_whole_schedule():
+    model, loss_fn, batches, validate, steps = _setup()
+    res = train(model, loss_fn, batches, validate, LoopConfig(epochs=6, lr=1e-2, patience=1, select="last"), steps,
+                progress=False)
+    assert res.epochs_run == 6 and res.best_epoch == 6 and not res.stopped_early
+    assert res.best_val == res.history[-1]["median_m"]

@@ -9,6 +9,9 @@
 * ``gaussian-nll``  isotropic 2-D Gaussian negative log-likelihood with a per-image sigma (needs a sigma
                     output), so the predicted radius means something.
 
+With a cells head (``models/heads.py``) :func:`cells_loss` adds the cross-entropy against soft cell targets
+to the chosen position loss (metre-valued losses divided by ``scale`` so both terms are O(1)).
+
 ``sigma_nll(..., detach_mu=True)`` trains a sigma output alongside any loss without moving the position.
 """
 from __future__ import annotations
@@ -62,6 +65,17 @@ def total_loss(name: str, mu, log_sigma, target, scale: float, delta_m: float = 
     if log_sigma is not None and name != "gaussian-nll":
         loss = loss + 0.1 * sigma_nll(mu, log_sigma, target, detach_mu=True).mean()
     return loss
+
+
+def cells_loss(name: str, mu, log_sigma, logits, cell_targets, target, scale: float, delta_m: float = 5.0):
+    """Cells head: cross-entropy(soft cell targets) + the position loss of the expected position (+ sigma NLL)."""
+    import torch
+
+    ce = -(cell_targets * torch.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+    pos = total_loss(name, mu, log_sigma, target, scale, delta_m)
+    if name in ("haversine", "huber"):  # metres -> normalised units (sigma term unchanged, it is small)
+        pos = pos / scale
+    return ce + pos
 
 
 def haversine_latlon(pred_latlon, true_latlon):

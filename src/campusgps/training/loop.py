@@ -1,7 +1,8 @@
 """The training loop shared by every trainable method.
 
 AdamW, linear warm-up + cosine decay (per step), gradient clipping, early stopping on the validation median
-error (metres), seeds, a checkpoint after every epoch (``torch.save`` of plain tensors/numbers, read back with
+error (metres) -- or, with ``select="last"``, the full schedule keeping the last weights --, seeds, a
+checkpoint after every epoch (``torch.save`` of plain tensors/numbers, read back with
 ``weights_only=True``) and ``resume``; AMP on CUDA; a progress bar with the live train loss and val median.
 
 Batches whose inputs, loss or gradients are NaN/inf are skipped (weights untouched) and counted; when more
@@ -43,6 +44,7 @@ class LoopConfig:
     max_bad_fraction: float = 0.25
     amp: bool = True            # CUDA only
     param_groups: dict = field(default_factory=dict)  # name prefix -> lr multiplier
+    select: str = "best"        # keep the weights of the best val epoch (early stopping) or the "last" epoch
 
 
 def set_seed(seed: int) -> None:
@@ -220,7 +222,7 @@ def train(model, loss_fn: Callable, batches: Callable[[int, np.random.Generator]
                 best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
             else:
                 since_best += 1
-            stop = since_best >= cfg.patience
+            stop = since_best >= cfg.patience and cfg.select == "best"
             bar.set_postfix(loss=f"{rec['train_loss']:.4g}", val_median=f"{med:.2f}m", best=f"{best_val:.2f}m")
             if ckpt:
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +241,10 @@ def train(model, loss_fn: Callable, batches: Callable[[int, np.random.Generator]
             stopped_early = True
             break
     bar.close()
+    if cfg.select == "last":  # full schedule; report the last epoch's validation
+        best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        if history:
+            best_val, best_epoch = float(history[-1].get("median_m", best_val)), int(history[-1]["epoch"])
     model.load_state_dict(best_state)
     return TrainResult(best_state=best_state, best_epoch=best_epoch, best_val=best_val, history=history,
                        bad_batches=bad_total, epochs_run=epoch + 1, seconds=time.time() - t0,

@@ -177,7 +177,7 @@ def predict_model(model, x: np.ndarray, device, batch_size: int = 256):
             xb = torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size]))
             if xb.is_floating_point():
                 xb = xb.float()
-            mu, ls = model(xb.to(device))
+            mu, ls = model(xb.to(device))[:2]
             mus.append(mu.float().cpu().numpy())
             if ls is not None:
                 sigs.append(ls.float().cpu().numpy())
@@ -198,12 +198,15 @@ def make_validate(data: TaskData, device):
 
 
 def make_loss(spec: dict, scale: float, delta_m: float):
-    from campusgps.models.losses import total_loss
+    from campusgps.models.losses import cells_loss, total_loss
 
     name = spec["loss"]
 
     def loss_fn(net, x, y):
-        mu, ls = net(x)
-        return total_loss(name, mu, ls, y, scale, delta_m)
+        out = net(x)
+        if len(out) > 2:  # cells head: (mu, log_sigma, logits)
+            head = getattr(net, "module", net).head  # DDP wraps the model
+            return cells_loss(name, out[0], out[1], out[2], head.cell_targets(y), y, scale, delta_m)
+        return total_loss(name, out[0], out[1], y, scale, delta_m)
 
     return loss_fn
