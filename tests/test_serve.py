@@ -494,3 +494,43 @@ def test_cli_serves_a_bundle(tmp_path, mean_model, photo):
             proc.kill()
             proc.wait(5)
     assert "page http://127.0.0.1" in proc.stderr.read().decode()
+
+
+# ------------------------------------------------------------------------------------------ real methods
+_REAL = {  # fast settings, as in those methods' own tests
+    "regression": dict(backbone="tiny-cnn", epochs=15, views=1, patience=10),
+    "retrieval": dict(backbone="tiny-cnn", ft_steps=0),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(_REAL))
+def test_real_method_bundle_served(method, toy, tmp_path):
+    """Every method through its saved bundle, only via the Localizer interface (as `campusgps serve` does)."""
+    from campusgps.errors import UserError
+    from campusgps.localizers.base import get_localizer_class
+
+    try:
+        cls = get_localizer_class(method)
+    except (UserError, ImportError) as e:
+        pytest.skip(f"{method} not available in this checkout: {e}")
+    try:
+        trained = cls(**_REAL[method]).fit(toy)
+    except TypeError as e:  # options renamed by that method's owner
+        pytest.skip(f"{method} fast options changed: {e}")
+    path = trained.save(tmp_path / f"{method}.cgps")
+    loc = Localizer.load(path)
+    q = [(toy.root / f).read_bytes() for f in toy.subset("test").manifest["file"]][:4]
+    expect = loc.predict(q)
+    with TestClient(create_app(path)) as c:
+        for i, data in enumerate(q):
+            body = c.post("/v1/locate", files={"image": ("q.jpg", data, "image/jpeg")}).json()
+            assert body["lat"] == pytest.approx(expect.lat[i], abs=1e-6), body  # ~0.1 m
+            assert body["radius_m"] == pytest.approx(expect.radius_m[i], rel=1e-4)  # float noise across batch sizes
+            assert len(body["neighbors"]) == len(expect.neighbors[i][:20])
+        m = c.get("/v1/model").json()
+        assert m["method"] == method and "state" not in m
+        if m["server"]["thumbnails"]:
+            nb = body["neighbors"][0]
+            assert c.get("/" + nb["thumbnail"]).headers["content-type"] == "image/jpeg"
+            assert m["reference"]["available"]
