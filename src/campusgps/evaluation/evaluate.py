@@ -219,9 +219,10 @@ class References:
 
 
 def find_references(localizer, evaluated, reference=None) -> References | None:
-    """Where the model's training photos are. Order: explicit ``reference`` dataset, the model's own
-    reference positions (retrieval-style models), a dataset path recorded in the bundle info, the evaluated
-    dataset's train split. None when nothing is known."""
+    """Where the model's training photos are. Order: explicit ``reference`` dataset (its train split), the
+    model's own reference positions (retrieval-style models), a dataset path recorded in the bundle info, the
+    evaluated dataset's train split. None when nothing is known. Thumbnails come from the model when it
+    keeps them, else from the dataset's images."""
     from campusgps.dataset import Dataset
 
     frame = localizer.frame
@@ -243,10 +244,11 @@ def find_references(localizer, evaluated, reference=None) -> References | None:
         has_train = (ds.manifest["split"] == "train").any()
         train = ds.subset("train") if has_train else ds
     pos = None
-    try:
-        pos = localizer.reference_positions()
-    except Exception:
-        pos = None
+    if reference is None:  # an explicit training dataset wins, so every model is compared to one baseline
+        try:
+            pos = localizer.reference_positions()
+        except Exception:
+            pos = None
     if pos is not None and len(pos.get("lat", [])):
         e, n = frame.to_local(np.asarray(pos["lat"], float), np.asarray(pos["lon"], float))
         ids = [str(x) for x in pos.get("id", [""] * len(e))]

@@ -1,0 +1,58 @@
+"""campusgps compare MODEL... DATASET --out DIR [--truth CSV]"""
+from __future__ import annotations
+
+HELP = "several models on the same data, one run: compare.csv + compare.html"
+DESCRIPTION = """Evaluate several models on the same photos in one run.
+
+Writes DIR/compare.csv (one row per model plus the mean-position baseline: median/mean/P90/max error,
+accuracy at 5/10/20/50 m, radius coverage, seconds per photo; truth_* columns with --truth) and
+DIR/compare.html (the table and overlaid error curves).
+
+examples:
+  campusgps compare regression.cgps retrieval.cgps campus_ds --out cmp/
+  campusgps compare *.cgps queries_ds --split all --truth sim/truth.csv --reference campus_ds --out cmp/
+"""
+
+
+def add_arguments(p):
+    p.add_argument("paths", nargs="+", metavar="MODEL... DATASET",
+                   help="one or more model bundles, then the dataset folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
+                   help="which samples to score; `all` for a separately ingested query session (default: test)")
+    p.add_argument("--truth", metavar="CSV", help="CSV with a file-name column and true_lat,true_lon (by base name)")
+    p.add_argument("--reference", metavar="DATASET",
+                   help="the dataset the models were trained on (for the mean-position baseline)")
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from campusgps.errors import UserError
+    from campusgps.evaluation.compare import compare
+    from campusgps.evaluation.report import fmt_m, fmt_pct
+
+    if len(args.paths) < 2:
+        raise UserError("give one or more MODEL bundles followed by the DATASET folder")
+    *models, dataset = args.paths
+    if Path(dataset).suffix == ".cgps" or (Path(dataset).is_file()):
+        raise UserError(f"the last argument must be the dataset folder, got the file {dataset}")
+    df = compare(models, dataset, args.out, split=args.split, truth=args.truth, reference=args.reference,
+                 batch_size=args.batch_size)
+    p = "truth_" if "truth_median_m" in df.columns else ""
+    print(format_table(df, p))
+    print(f"report: {Path(args.out) / 'compare.html'}")
+    return 0
+
+
+def format_table(df, p: str = "") -> str:
+    from campusgps.evaluation.report import fmt_m, fmt_pct
+
+    what = "vs truth" if p else "vs labels"
+    hdr = ("model", f"median {what}", "P90", "<=20 m", "s/photo")
+    rows = [hdr] + [(str(r["model"]), fmt_m(r[f"{p}median_m"]), fmt_m(r[f"{p}p90_m"]), fmt_pct(r[f"{p}acc_20m"]),
+                     "-" if r["seconds_per_image"] is None or r["seconds_per_image"] != r["seconds_per_image"]
+                     else f"{r['seconds_per_image']:.3f}") for r in df.to_dict("records")]
+    w = [max(len(r[i]) for r in rows) for i in range(len(hdr))]
+    return "\n".join("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows)
