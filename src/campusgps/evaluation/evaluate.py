@@ -515,3 +515,19 @@ def write_outputs(res: EvalResult, out: Path, model_name: str, worst: int = 12, 
         (out / "report.html.tmp").write_text(html, encoding="utf-8")
         (out / "report.html.tmp").replace(out / "report.html")
     write_json(out / "run.json", run_record(run_info or {}, command="evaluate"))
+
+
+def load_evaluation(out_dir) -> EvalResult:
+    """An EvalResult rebuilt from a finished evaluate folder (metrics.json + predictions.csv), enough for
+    compare; it holds no localizer, neighbours or references."""
+    out = Path(out_dir)
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+        table = pd.read_csv(out / "predictions.csv", keep_default_na=False, na_values=[""])
+    except Exception as e:
+        raise UserError(f"{out}: not a finished evaluation ({e}); re-run `campusgps evaluate ... --out {out}`")
+    for c in ("error_m", "radius_m", "label_lat", "label_lon", *TRUTH_COLUMNS):
+        if c in table.columns:
+            table[c] = pd.to_numeric(table[c], errors="coerce")
+    return EvalResult(metrics=metrics, table=table, neighbors=[], refs=None, localizer=None, dataset=None,
+                      has_truth="vs_truth" in metrics)

@@ -179,8 +179,7 @@ def case_map(train_en: np.ndarray | None, label_en, pred_en, truth_en=None, neig
     ax.tick_params(labelsize=7)
     ax.set_xlabel("east (m)", fontsize=7)
     ax.set_ylabel("north (m)", fontsize=7)
-    ax.legend(loc="best", fontsize=6, framealpha=0.8, markerscale=0.7)
-    return _png(fig, dpi=100)
+    return _png(fig, dpi=100)  # no legend: the page's caption explains the colours
 
 
 def thumbnail(image, max_side: int = 200, quality: int = 80) -> bytes:
