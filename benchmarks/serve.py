@@ -233,7 +233,7 @@ def main(argv=None) -> int:
 
     rows, failures = [], {}
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        model = args.work / f"model_{method}.cgps"
+        model = args.work / f"model_{method}_{Path(ds.root).name}.cgps"  # per dataset: never a stale model
         t0 = time.time()
         err = train(ds.root, method, model)
         if err:

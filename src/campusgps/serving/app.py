@@ -451,13 +451,18 @@ def create_app(localizer_or_path, settings: ServeSettings | None = None):
             if n > limit:
                 raise ApiError(413, f"upload of {n / 1e6:.1f} MB exceeds the limit of {limit / 1e6:.1f} MB "
                                     f"(server option --max-upload-mb)", "too_large")
+        from starlette.requests import ClientDisconnect
+
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"upload exceeds the limit of {limit / 1e6:.1f} MB "
-                                    f"(server option --max-upload-mb)", "too_large")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"upload exceeds the limit of {limit / 1e6:.1f} MB "
+                                        f"(server option --max-upload-mb)", "too_large")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ApiError(400, "the client went away before the upload was complete", "client_disconnect")
         return b"".join(chunks)
 
     async def extract_image(request: Request, body: bytes) -> bytes:
