@@ -1,6 +1,11 @@
 """Benchmark: GPS regression vs the mean-position baseline, training time, predict speed, backbone fast paths.
 
-    .venv/bin/python benchmarks/regression.py [--preset small] [--seed 1] [--topn 2] [--work DIR]
+    .venv/bin/python benchmarks/regression.py [--preset small] [--seed 1] [--topn 2] [--work DIR] [--no-direct]
+
+In one run, on the same data: the mean-position baseline, frozen regression with the previous default head
+(``--head direct``, for reference unless --no-direct), frozen regression with the default (cells) head, and
+top-N fine-tuning (cached activations below the top N blocks). Training wall times include feature extraction
+(the feature cache is cleared before each variant unless --keep-cache).
 
 Data: a simulated campus (`campusgps synth OUT --preset small --seed 1`, then `ingest`, `split`; the synth
 queries are ingested as an external test set and scored against truth.csv's true_lat/true_lon). When the
@@ -131,11 +136,20 @@ def bench_backbone(name: str, n: int = 64, batch: int = 32) -> dict:
     return out
 
 
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except Exception:
+        return f"load average {os.getloadavg()}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="small")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--topn", type=int, default=2, help="also train top-N fine-tune (0: skip)")
+    ap.add_argument("--topn-epochs", type=int, default=40, help="epochs for the top-N variant")
+    ap.add_argument("--no-direct", action="store_true", help="skip the direct-regression (previous default) row")
     ap.add_argument("--backbone", default="efficientnet-lite0")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "campusgps-bench-regression"),
                     help="where the simulated campus and datasets go (reused when present)")
@@ -153,7 +167,7 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     res: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": args.threads,
-                 "load_avg_start": os.getloadavg()[0]}
+                 "load_avg_start": os.getloadavg()[0], "uptime_start": _uptime()}
     print("backbone fast paths ...", file=sys.stderr)
     res["backbone"] = {args.backbone: bench_backbone(args.backbone)}
 
@@ -173,9 +187,12 @@ def main() -> int:
     p = base.predict(test_paths)
     rows["mean-position baseline"] = {**score(np.stack([p.east, p.north], 1), en_true), "train_s": 0.0}
 
-    variants = [("regression frozen", {"finetune": "frozen"})]
+    variants = []
+    if not args.no_direct:
+        variants.append(("regression frozen direct", {"finetune": "frozen", "head": "direct"}))
+    variants.append(("regression frozen", {"finetune": "frozen"}))
     if args.topn:
-        variants.append((f"regression top-{args.topn}", {"finetune": f"top-{args.topn}", "epochs": 40}))
+        variants.append((f"regression top-{args.topn}", {"finetune": f"top-{args.topn}", "epochs": args.topn_epochs}))
     models = {}
     for label, kw in variants:
         if not args.keep_cache:
@@ -191,9 +208,22 @@ def main() -> int:
         sc = score(np.stack([p.east, p.north], 1), en_true)
         err = np.hypot(p.east - en_true[:, 0], p.north - en_true[:, 1])
         sc["radius_coverage"] = float((err <= p.radius_m).mean())
-        rows[label] = {**sc, "train_s": round(train_s, 1),
+        rows[label] = {**sc, "train_s": round(train_s, 1), "head": loc.spec["head"].get("cells", 0) and "cells" or "direct",
+                       "load_avg": round(os.getloadavg()[0], 2),
                        "feature_s": round(loc.info["training"]["feature_seconds"], 1),
                        "epochs": loc.info["training"]["epochs_run"], "best_epoch": loc.info["training"]["best_epoch"]}
+        if label == "regression frozen" and loc.spec["head"].get("cells"):
+            # the same trained model, cells averaged over all cells (--cell-predict soft): the tail trade-off
+            head = loc._model.head
+            mode = head.cell_predict
+            head.cell_predict = "soft"
+            p = loc.predict(test_paths, batch_size=32)
+            head.cell_predict = mode
+            sc = score(np.stack([p.east, p.north], 1), en_true)
+            err = np.hypot(p.east - en_true[:, 0], p.north - en_true[:, 1])
+            sc["radius_coverage"] = float((err <= p.radius_m).mean())
+            rows["  same, --cell-predict soft"] = {**sc, "train_s": round(train_s, 1), "head": "cells (soft)",
+                                                    "note": "same model; radius scale calibrated for local"}
     res["results"] = rows
 
     # predict speed from JPEG files with a freshly loaded bundle (what `campusgps predict` does)
@@ -217,15 +247,17 @@ def main() -> int:
                       "single_image_ms_median": round(float(np.median(lat)), 1),
                       "single_image_ms_p90": round(float(np.percentile(lat, 90)), 1), "path": loc.backbone.path}
     res["load_avg_end"] = os.getloadavg()[0]
+    res["uptime_end"] = _uptime()
     res["targets"] = {"features_img_per_s": 100, "predict_img_per_s": 60, "single_image_ms": 50,
                       "frozen_train_s": 180}
 
     # table
     print(f"\nregression benchmark -- {desc}; scored vs {vs}")
-    print(f"{'model':<26}{'median':>9}{'mean':>9}{'P90':>9}{'acc@10m':>9}{'train s':>9}")
+    print(f"{'model':<28}{'median':>9}{'mean':>9}{'P90':>9}{'acc@10m':>9}{'train s':>9}{'feat s':>8}{'radius cov':>11}")
     for k, r in rows.items():
-        print(f"{k:<26}{r['median_m']:>8.1f}m{r['mean_m']:>8.1f}m{r['p90_m']:>8.1f}m{r['acc_10m']:>9.1%}"
-              f"{r['train_s']:>9.1f}")
+        cov = f"{r['radius_coverage']:>10.1%}" if "radius_coverage" in r else f"{'-':>10}"
+        print(f"{k:<28}{r['median_m']:>8.1f}m{r['mean_m']:>8.1f}m{r['p90_m']:>8.1f}m{r['acc_10m']:>9.1%}"
+              f"{r['train_s']:>9.1f}{r.get('feature_s', 0):>8.1f} {cov}")
     print(f"\nbackbone {args.backbone} @ {res['backbone'][args.backbone]['auto_path']} (auto):")
     for k, v in res["backbone"][args.backbone].items():
         if isinstance(v, dict):
@@ -234,6 +266,7 @@ def main() -> int:
     pr = res["predict"]
     print(f"predict from {pr['files']} JPEGs ({pr['photo_px'][0]}x{pr['photo_px'][1]}): {pr['batch_img_per_s']} img/s; "
           f"single image {pr['single_image_ms_median']} ms (p90 {pr['single_image_ms_p90']})")
+    print(f"uptime at start: {res['uptime_start']}\nuptime at end:   {res['uptime_end']}")
     print(f"load average {res['load_avg_start']:.1f} -> {res['load_avg_end']:.1f} on {os.cpu_count()} CPUs "
           f"(other jobs share the CPU; numbers are lower bounds when load > threads)")
     out = Path(args.out)
