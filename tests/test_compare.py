@@ -1,0 +1,33 @@
+"""campusgps compare: several models, one table (plus the baseline row), overlaid CDFs."""
+import pandas as pd
+
+from campusgps.cli.main import main
+from campusgps.localizers.base import MeanLocalizer
+
+from conftest import make_toy_dataset
+from test_audit import PixelNN
+
+
+def test_compare_two_models(tmp_path, capsys):
+    ds = make_toy_dataset(tmp_path / "ds", n_spots=16, views=1)
+    m1 = MeanLocalizer().fit(ds).save(tmp_path / "mean.cgps")
+    m2 = PixelNN().fit(ds).save(tmp_path / "nn.cgps")
+    truth = tmp_path / "truth.csv"
+    man = ds.manifest
+    pd.DataFrame({"filename": [p.rsplit("/", 1)[-1] for p in man["source_path"]], "true_lat": man["true_lat"],
+                  "true_lon": man["true_lon"], "condition": "day"}).to_csv(truth, index=False)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(m1), str(m2), str(ds.root), "--truth", str(truth), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mean.cgps" in printed and "nn.cgps" in printed and "mean-position baseline" in printed
+    df = pd.read_csv(out / "compare.csv")
+    assert df["model"].tolist() == ["mean.cgps", "nn.cgps", "mean-position baseline"]
+    assert {"median_m", "p90_m", "acc_20m", "truth_median_m", "radius_coverage", "seconds_per_image"} <= set(df.columns)
+    assert (df["n"] == int((man["split"] == "test").sum())).all()
+    html = (out / "compare.html").read_text()
+    assert html.count("<table") >= 1 and html.count("data:image/png;base64,") == 2  # CDFs vs truth and labels
+
+
+def test_compare_needs_models_and_a_dataset(tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "only_one"), "--out", str(tmp_path / "o")]) == 2
+    assert "MODEL" in capsys.readouterr().err
