@@ -136,6 +136,14 @@ def bench_backbone(name: str, n: int = 64, batch: int = 32) -> dict:
     return out
 
 
+def _write(path, res: dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(res, indent=2) + "\n")
+    os.replace(tmp, out)
+
+
 def _uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
@@ -212,6 +220,8 @@ def main() -> int:
                        "load_avg": round(os.getloadavg()[0], 2),
                        "feature_s": round(loc.info["training"]["feature_seconds"], 1),
                        "epochs": loc.info["training"]["epochs_run"], "best_epoch": loc.info["training"]["best_epoch"]}
+        res["results"] = rows
+        _write(args.out, {**res, "partial": True})  # a long top-N run still leaves the finished rows
         if label == "regression frozen" and loc.spec["head"].get("cells"):
             # the same trained model, cells averaged over all cells (--cell-predict soft): the tail trade-off
             head = loc._model.head
@@ -225,6 +235,7 @@ def main() -> int:
             rows["  same, --cell-predict soft"] = {**sc, "train_s": round(train_s, 1), "head": "cells (soft)",
                                                     "note": "same model; radius scale calibrated for local"}
     res["results"] = rows
+    _write(args.out, res)
 
     # predict speed from JPEG files with a freshly loaded bundle (what `campusgps predict` does)
     from campusgps import Localizer
@@ -269,10 +280,8 @@ def main() -> int:
     print(f"uptime at start: {res['uptime_start']}\nuptime at end:   {res['uptime_end']}")
     print(f"load average {res['load_avg_start']:.1f} -> {res['load_avg_end']:.1f} on {os.cpu_count()} CPUs "
           f"(other jobs share the CPU; numbers are lower bounds when load > threads)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"-> {out}")
+    _write(args.out, res)
+    print(f"-> {args.out}")
     return 0
 
 
