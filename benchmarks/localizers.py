@@ -39,7 +39,7 @@ def prepare(work: Path, preset: str, seed: int):
 
     synth = work / f"synth-{preset}-{seed}"
     if not (synth / "truth.csv").exists():
-        cli("synth", synth, "--preset", preset, "--seed", seed)
+        cli("synth", synth, "--preset", preset, "--seed", seed, "--workers", 1, "--overwrite")
     ds_dir, q_dir = work / "ds", work / "queries"
     if not (ds_dir / "manifest.parquet").exists():
         cli("ingest", synth / "photos", "--out", ds_dir)
