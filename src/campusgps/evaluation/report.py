@@ -48,7 +48,7 @@ figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; }
 .case img { width:100%; height:auto; border-radius:4px; display:block; background:#eee; }
 .case .cap { font-size:12px; color:var(--muted); margin-top:3px; }
 .case .meta { font-size:12.5px; margin-top:6px; }
-.case .meta b { color: var(--bad); }
+.case .meta b.bad { color: var(--bad); }
 .none { display:flex; align-items:center; justify-content:center; height:100%; min-height:90px; color:var(--muted);
         background:#f0f1f3; border-radius:4px; font-size:12px; text-align:center; padding:6px; }
 .note { color: var(--muted); font-size: 12.5px; }
@@ -200,9 +200,10 @@ def _gallery(res, worst: int) -> tuple[str, int]:
                 ref_img = refs.thumbnail(refs.ids[j[0]])
                 d = float(np.hypot(*(refs.en[j[0]] - here))) if np.isfinite(here).all() else float("nan")
                 ref_cap = f"training photo nearest the prediction, {d:,.0f} m from the truth"
-        meta = [f"<b>{fmt_m(err[i])}</b> off" + (" (vs truth)" if res.has_truth else " (vs label)")]
+        tone = "bad" if err[i] > 20 else ""
+        meta = [f"<b class=\"{tone}\">{fmt_m(err[i])}</b> off" + (" (vs truth)" if res.has_truth else " (vs label)")]
         if res.has_truth:
-            meta.append(f"label error {fmt_m(t['error_m'].iat[i])}")
+            meta.append(f"{fmt_m(t['error_m'].iat[i])} from its label")
         meta.append(f"radius {fmt_m(t['radius_m'].iat[i])}")
         for c in ("condition", "area"):
             if str(t[c].iat[i]):
