@@ -127,7 +127,7 @@ def spot_context(world: World, x: float, y: float) -> tuple[str, float]:
         mult *= 1.5  # roof over the antenna
     if under:
         area = "walkway"
-    elif best_rep and best_d < 16:
+    elif best_rep and best_d < 18:
         area = "repeated_facade"
     elif any(p[0] <= x <= p[2] and p[1] <= y <= p[3] for p in world.desc["plazas"]):
         area = "plaza"

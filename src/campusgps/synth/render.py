@@ -183,7 +183,10 @@ def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int =
             idx = np.broadcast_to(np.arange(sel.size)[:, None], s.shape)
         sK = np.take_along_axis(s, idx, 0)
         uK = np.take_along_axis(u, idx, 0)
-        segK = sel[idx]
+        order = np.argsort(sK, axis=0, kind="stable")  # nearest first, so the loop can stop early
+        sK = np.take_along_axis(sK, order, 0)
+        uK = np.take_along_axis(uK, order, 0)
+        segK = sel[np.take_along_axis(idx, order, 0)]
         wall_ax = np.zeros((Hr, Wr), np.float32)
         wall_ay = np.zeros((Hr, Wr), np.float32)
         wall_sh = np.zeros((Hr, Wr), np.float32)
@@ -193,7 +196,7 @@ def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int =
             sk = sK[k]
             valid = np.isfinite(sk)
             if not valid.any():
-                continue
+                break
             sg_k = segK[k]
             skc = np.where(valid, sk, 0.0).astype(np.float32)
             zpix = z0 + skc[None, :] * b[:, None]
@@ -222,9 +225,9 @@ def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int =
                 continue
             sc = 1.0 / (2 ** i)
             hh, ww = levels[i].shape[:2]
-            # clamp (and drop NaN/inf): OpenCV's reflect border is slow for far-out coordinates
-            mx_ = np.nan_to_num(np.clip(mapx * sc, -1, ww), nan=0.0)
-            my_ = np.nan_to_num(np.clip(mapy * sc, -1, hh), nan=0.0)
+            # clamp: OpenCV's reflect border is slow for far-out coordinates (maps hold no NaN)
+            mx_ = np.clip(mapx * sc, -1, ww)
+            my_ = np.clip(mapy * sc, -1, hh)
             t = cv2.remap(levels[i], mx_, my_, cv2.INTER_LINEAR, borderMode=border).astype(np.float32)
             out = t * w[..., None] if out is None else out + t * w[..., None]
         return out
@@ -349,11 +352,12 @@ def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int =
     img = (img * np.asarray(tint, np.float32) + emit) * (np.asarray(light.wb, np.float32) * light.exposure)
     if night:
         img = cv2.GaussianBlur(img, (0, 0), 0.7)
-        img += rng.normal(0, 5.0, img.shape[:2] + (1,)).astype(np.float32) + rng.normal(0, 3.0, img.shape).astype(np.float32)
+        img += rng.standard_normal(img.shape[:2] + (1,), dtype=np.float32) * 5.0
+        img += rng.standard_normal(img.shape, dtype=np.float32) * 3.0
     elif dusk:
-        img += rng.normal(0, 2.5, img.shape).astype(np.float32)
+        img += rng.standard_normal(img.shape, dtype=np.float32) * 2.5
     else:
-        img += rng.normal(0, 1.2, img.shape).astype(np.float32)
+        img += rng.standard_normal(img.shape, dtype=np.float32) * 1.2
     img = np.clip(img, 0, 255)
     if roll:
         Mr = cv2.getRotationMatrix2D((Wr / 2.0, Hr / 2.0), -cam.roll_deg, 1.0)

@@ -38,7 +38,7 @@ PRESETS = {
     "tiny": Preset("tiny", 80.0, 60.0, (30.0, 36.0), photos=40, queries=10, walkway_blocks=1,
                    capture_ring=False),
     "small": Preset("small", 200.0, 150.0, (34.0, 44.0), photos=2400, queries=300),
-    "medium": Preset("medium", 420.0, 300.0, (34.0, 46.0), photos=10000, queries=1000, walkway_blocks=3),
+    "medium": Preset("medium", 420.0, 300.0, (30.0, 40.0), photos=10000, queries=1000, walkway_blocks=3),
 }
 
 
@@ -224,6 +224,19 @@ def build_world(preset: str = "tiny", seed: int = 0, origin=(31.2620, 34.8010, 2
     rep_blocks = [(i, rep_j) for i in range(nbx) if abs(i - (wi0 + (nwk - 1) / 2)) <= max(0.5, nwk / 2 - 0.5) + 0.01]
     for i, j in rep_blocks:
         block(i, j)["type"] = "repeated"
+    # identical copies far away elsewhere on campus (the confusions that hurt most: same look, 100 m apart)
+    n_copies = {"tiny": 0, "small": 2, "medium": 4}.get(preset, 2)
+    rc = np.mean([[xb[i] + xb[i + 1], yb[j] + yb[j + 1]] for i, j in rep_blocks], 0) / 2
+    cands = sorted(((float(np.hypot((xb[b["i"]] + xb[b["i"] + 1]) / 2 - rc[0], (yb[b["j"]] + yb[b["j"] + 1]) / 2 - rc[1])), k)
+                    for k, b in enumerate(blocks) if b["type"] == "buildings" and b["j"] != rep_j), reverse=True)
+    chosen = []
+    for dist, k in cands:
+        if len(chosen) >= n_copies:
+            break
+        c = np.array([(xb[blocks[k]["i"]] + xb[blocks[k]["i"] + 1]) / 2, (yb[blocks[k]["j"]] + yb[blocks[k]["j"] + 1]) / 2])
+        if all(np.hypot(*(c - cc)) > 60 for cc in chosen) and dist > 50:
+            chosen.append(c)
+            blocks[k]["type"] = "repeated"
     free = [(i, j) for i in range(nbx) for j in range(nby) if block(i, j)["type"] == "buildings"]
     order = rng.permutation(len(free))
     n_plaza = 1 if preset == "tiny" else max(2, len(free) // 8)
@@ -266,12 +279,11 @@ def build_world(preset: str = "tiny", seed: int = 0, origin=(31.2620, 34.8010, 2
         face = cands[rng.integers(len(cands))] if cands else "S"
         if b["type"] == "repeated":
             # two identical buildings, same texture, same size, same offsets
-            gap = 6.0
-            ww = (bw - gap) / 2
-            dd = min(bh * 0.8, 16.0)
+            gap, ww, dd = 5.0, 9.5, 12.0   # fixed size: every copy gets the very same facades
             cy = by0 + 2.0 + dd / 2 if rep_j > wk_j else by1 - 2.0 - dd / 2
-            for k in range(2):
-                cx = bx0 + ww / 2 + k * (ww + gap)
+            x_start = bx0 + max(0.0, (bw - 2 * ww - gap) / 2)
+            for k in range(2 if bw >= 2 * ww + gap else 1):
+                cx = x_start + ww / 2 + k * (ww + gap)
                 add_building([[cx, cy, ww, dd, 0.0]], rep_style, rep_h, repeated=True,
                              face="S" if rep_j > wk_j else "N")
         elif b["type"] == "buildings":
