@@ -82,7 +82,7 @@ def run(args) -> int:
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, workers=args.workers,
                              max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                              max_pending=args.max_pending, cors_origins=list(args.cors_origin),
-                             tiles_url=args.tiles, tiles_attribution=args.tiles_attribution)
+                             tiles_url=args.tiles, tiles_attribution=args.tiles_attribution, warmup=True)
     _check_port_free(args.host, args.port)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
     print(f"campusgps serve: {loc.method} model {path} — page http://{shown}:{args.port}/ , "

@@ -54,6 +54,7 @@ class ServeSettings:
     tiles_url: str | None = None         # optional online tile layer for the page, e.g. OpenStreetMap
     tiles_attribution: str = ""
     request_timeout_s: float = 60.0      # a request waiting longer for inference gets 503
+    warmup: bool = False                 # run one prediction before accepting requests (lazy model init)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -397,6 +398,17 @@ def create_app(localizer_or_path, settings: ServeSettings | None = None):
     @asynccontextmanager
     async def lifespan(app):
         runtime()
+        if settings.warmup:  # first user should not pay for lazy initialisation (backbone, index, ...)
+            import logging
+
+            t = time.perf_counter()
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: loc.predict([np.full((240, 320, 3), 127, np.uint8)], batch_size=1))
+                logging.getLogger("uvicorn.error").info("campusgps: model warmed up in %.1f s",
+                                                        time.perf_counter() - t)
+            except Exception as e:  # noqa: BLE001 - serving still works; the first request will show the error
+                logging.getLogger("uvicorn.error").warning("campusgps: warm-up prediction failed: %s", e)
         yield
         shutdown()
 
