@@ -25,6 +25,7 @@ TRUTH_COLUMNS = ["file", "lat", "lon", "true_lat", "true_lon", "heading_deg", "c
                  "taken_at", "sun_az_deg", "sun_el_deg"]
 MAKE, MODEL = "campusgps", "SynthPhone 1"
 JPEG_QUALITY = 90
+SYNTH_VERSION = 1  # bump when the renderer/world changes, so a folder made by an older version is not reused
 
 _W: World | None = None  # the world in worker processes (inherited by fork, or rebuilt)
 _W_KEY = None
@@ -84,7 +85,7 @@ def _job(args):
 
 
 def settings_dict(preset, seed, cfg: CaptureConfig, quality) -> dict:
-    d = {"preset": preset, "seed": int(seed), "jpeg_quality": quality}
+    d = {"generator": SYNTH_VERSION, "preset": preset, "seed": int(seed), "jpeg_quality": quality}
     d.update(asdict(cfg))
     return d
 
