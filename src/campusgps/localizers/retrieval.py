@@ -101,6 +101,15 @@ def make_thumbnail(img: np.ndarray, px: int = 128) -> bytes:
     return buf.getvalue()
 
 
+def _times_of(manifest, n: int) -> np.ndarray:
+    """Capture times (s) of manifest rows (NaN where unknown): they group reference photos into spots."""
+    if manifest is None or "taken_at" not in getattr(manifest, "columns", ()):
+        return np.full(n, np.nan)
+    from campusgps.localizers.geometry import parse_times_s
+
+    return parse_times_s(manifest["taken_at"].astype(str).replace({"<NA>": "", "nan": "", "None": ""}))
+
+
 def pack_bytes(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     offs = np.zeros(len(blobs) + 1, dtype=np.int64)
     offs[1:] = np.cumsum([len(b) for b in blobs])
@@ -163,6 +172,7 @@ class RetrievalLocalizer(Localizer):
         self.ref_en = np.zeros((0, 2))
         self.ref_ids: list[str] = []
         self.ref_files: list[str] = []
+        self.ref_time = np.zeros(0)
         self.thumbs: list[bytes] = []
         self.calib: dict = {}
         self._index = None
@@ -448,6 +458,7 @@ class RetrievalLocalizer(Localizer):
         else:
             self.ref_ids = [str(i) for i in range(len(self.ref_en))]
             self.ref_files = [""] * len(self.ref_en)
+        self.ref_time = _times_of(manifest, len(self.ref_en))
         self._index = None
 
     def _append_refs(self, desc, en, manifest):
@@ -458,6 +469,8 @@ class RetrievalLocalizer(Localizer):
         self.ref_en = np.concatenate([self.ref_en, np.asarray(en, np.float64).reshape(-1, 2)])
         self.ref_ids += [str(x) for x in manifest["id"]]
         self.ref_files += [str(x) for x in manifest["file"]]
+        self.ref_time = np.concatenate([np.asarray(getattr(self, "ref_time", np.zeros(0)), np.float64),
+                                        _times_of(manifest, len(manifest))])
         self._index = None
 
     def _collect_thumbnails(self, dataset, rows=None):
@@ -559,6 +572,8 @@ class RetrievalLocalizer(Localizer):
             self._build_index()
         t = {"ref_en": self.ref_en.astype(np.float64),
              "faiss_index": faiss.serialize_index(self._index).astype(np.uint8)}
+        if len(getattr(self, "ref_time", ())) == len(self.ref_en):
+            t["ref_time"] = np.asarray(self.ref_time, dtype=np.float64)
         t.update(self.proj.tensors())
         t["thumbs"], t["thumb_offsets"] = pack_bytes([bytes(b) for b in self.thumbs])
         meta = {"state_version": STATE_VERSION, "ref_ids": self.ref_ids, "ref_files": self.ref_files,
@@ -582,6 +597,9 @@ class RetrievalLocalizer(Localizer):
         loc.ref_desc = idx.reconstruct_n(0, idx.ntotal) if idx.ntotal else np.zeros((0, int(meta["dim"])), np.float32)
         loc.ref_en = np.asarray(tensors["ref_en"], dtype=np.float64).reshape(-1, 2)
         loc.ref_ids, loc.ref_files = list(meta["ref_ids"]), list(meta["ref_files"])
+        rt = tensors.get("ref_time")
+        loc.ref_time = (np.asarray(rt, np.float64) if rt is not None and len(rt) == len(loc.ref_en)
+                        else np.full(len(loc.ref_en), np.nan))
         if not (len(loc.ref_ids) == len(loc.ref_en) == idx.ntotal):
             raise BundleError(f"inconsistent {cls.method} bundle: {idx.ntotal} indexed descriptors, "
                               f"{len(loc.ref_en)} positions, {len(loc.ref_ids)} ids")
