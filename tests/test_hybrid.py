@@ -63,3 +63,18 @@ def test_hybrid_round_trip_and_fallbacks(hybrid, tmp_path):
         assert "no_local_features" in flags and "fallback_retrieval" in flags
     assert np.isfinite(blank.lat).all()
     assert "hybrid" in loc.info["selection"]
+
+
+def test_hybrid_spot_fusion_selection_and_index_add(hybrid, tmp_path):
+    loc, ds = hybrid
+    sel = loc.info["selection"]["hybrid"]
+    assert sel["selected_on"].startswith("mapped") and loc.hybrid["level"] == "spot"
+    assert len(loc.ref_spot) == len(loc.ref_en) == len(loc.ref_time)
+    loaded = Localizer.load(loc.save(tmp_path / "h.cgps"))
+    assert np.array_equal(loaded._spots()[0], loc._spots()[0])
+    # photos added later get local features and spots without refitting
+    extra = make_toy_dataset(tmp_path / "extra", n_spots=2, views=3, size=(160, 120), seed=5)
+    n = loaded.add_references(extra)
+    assert n == len(extra) and len(loaded.lf) == len(loaded.ref_spot) == len(loaded.ref_en)
+    p = loaded.predict(extra.paths()[:2])
+    assert np.isfinite(p.lat).all()
