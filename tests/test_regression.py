@@ -53,6 +53,11 @@ def test_save_load_identical(ds, trained, tmp_path):
     assert ll.shape == (2,) and ll.dtype == np.float64
     meta = Localizer.read_metadata(path)
     assert meta["method"] == "regression" and meta["state"]["backbone_key"] == trained.backbone.key
+    # the bundle keeps where its training photos were, for the server's offline basemap
+    ref = loaded.reference_positions()
+    train_ll = np.sort(ds.subset("train").latlon()[:, 0])
+    assert ref is not None and len(ref["lat"]) >= len(train_ll) * 0.8
+    assert np.all((ref["lat"] >= train_ll.min() - 1e-6) & (ref["lat"] <= train_ll.max() + 1e-6))
 
 
 def test_corrupt_or_foreign_bundle(ds, trained, tmp_path):

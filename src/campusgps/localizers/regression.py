@@ -222,6 +222,7 @@ class RegressionLocalizer(Localizer):
 
         cal = calibration_info(raw, err, cfg.radius_coverage)
         self.radius_scale = cal["radius_scale"]
+        self.ref_en = en_tr.astype(np.float32)  # training positions: the server's offline basemap
         self.info.update({
             "backbone": self._bb.describe(),
             "data": {**dataset.summary(), "n_train": int(len(train_ds)), "n_val": int(len(val_ds)),
@@ -261,6 +262,13 @@ class RegressionLocalizer(Localizer):
     def backbone(self):
         return self._bb
 
+    def reference_positions(self) -> dict | None:
+        ref = getattr(self, "ref_en", None)
+        if ref is None or not len(ref) or self.frame is None:
+            return None
+        lat, lon = self.frame.to_wgs84(ref[:, 0], ref[:, 1])
+        return {"lat": lat, "lon": lon}
+
     def input_max_side(self) -> int | None:
         return self._bb.load_max_side() if self._bb is not None else 448
 
@@ -268,6 +276,8 @@ class RegressionLocalizer(Localizer):
     def _state(self):
         tensors = {f"head.{k}": v.detach().cpu().numpy() for k, v in self._model.head.state_dict().items()}
         tensors["center"] = np.asarray(self.center, np.float64)
+        if getattr(self, "ref_en", None) is not None:
+            tensors["ref_en"] = np.asarray(self.ref_en, np.float32)
         if self._backbone_state:
             tensors.update({f"backbone.{k}": np.asarray(v) for k, v in self._backbone_state.items()})
         meta = {"spec": self.spec, "scale": self.scale, "radius_scale": self.radius_scale,
@@ -306,6 +316,7 @@ class RegressionLocalizer(Localizer):
         loc._bb, loc._model, loc.spec = bb, model, spec
         loc._backbone_state = bstate or None
         loc.center = np.asarray(tensors["center"], np.float64)
+        loc.ref_en = np.asarray(tensors["ref_en"], np.float32) if "ref_en" in tensors else None
         loc.scale, loc.radius_scale = float(meta["scale"]), float(meta["radius_scale"])
         return loc
 
