@@ -9,7 +9,7 @@ of requests (JPEG queries re-encoded at --size, default 320x240) with 1 and 8 co
 keep-alive HTTP connection each). Reports requests/s, client-side p50/p95 latency, the server's own
 p50 (elapsed_ms), the mean micro-batch size, and errors (any non-200 or transport error).
 
-Data: a simulated campus (`campusgps synth --preset small --photos 400 --queries 40 --workers 1`, ingest,
+Data: a simulated campus (`campusgps synth --preset small --photos 400 --queries 40`, ingest,
 split) when the `synth` command is in this checkout; queries are its separate query session. Otherwise
 (or if synth fails) the toy dataset from tests/conftest.py (320x240 px), and the output says so.
 
@@ -63,7 +63,7 @@ def prepare_data(work: Path, preset: str, seed: int, photos: int, queries: int):
         try:
             if not (sim / "truth.csv").exists():
                 cli("synth", sim, "--preset", preset, "--seed", seed, "--photos", photos, "--queries", queries,
-                    "--workers", 1, "--overwrite")
+                    "--overwrite")
             if not (ds_dir / "manifest.parquet").exists():
                 cli("ingest", sim / "photos", "--out", ds_dir)
                 cli("split", ds_dir, "--test", "0")
