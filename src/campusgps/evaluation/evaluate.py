@@ -25,8 +25,8 @@ import pandas as pd
 
 from campusgps.errors import UserError
 from campusgps.evaluation.metrics import grouped, radius_coverage, summarize
+from campusgps.ingest.labels import FILE_COLUMNS, read_csv_strings
 
-FILE_COLUMNS = ("file", "filename", "image", "image_file", "image_name")
 TRUTH_EXTRAS = ("condition", "area", "zone", "session")
 PREDICTION_COLUMNS = ["file", "lat", "lon", "radius_m", "label_lat", "label_lon", "error_m"]
 TRUTH_COLUMNS = ["true_lat", "true_lon", "error_vs_truth_m"]
@@ -43,12 +43,8 @@ def load_truth(path: str | Path) -> pd.DataFrame:
     and any of ``condition, area, zone, session`` present.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"truth CSV not found: {path} (synth writes one as OUT/truth.csv)")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise UserError(f"{path}: cannot read as CSV ({type(e).__name__}: {e})")
+    df = read_csv_strings(path, "truth", f"a file-name column ({', '.join(FILE_COLUMNS)}) and true_lat,true_lon",
+                          hint="synth writes one as OUT/truth.csv")
     lower = {c.strip().lower(): c for c in df.columns}
     fcol = next((lower[c] for c in FILE_COLUMNS if c in lower), None)
     missing = [c for c in ("true_lat", "true_lon") if c not in lower]

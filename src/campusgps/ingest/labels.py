@@ -82,18 +82,26 @@ class LabelTable:
         return [names[i] for i in range(len(self)) if i not in self.used and i in names]
 
 
+def read_csv_strings(path: str | Path, what: str, expected: str, hint: str = "") -> pd.DataFrame:
+    """A user-supplied CSV as strings (no NaN guessing); missing, empty or unreadable -> UserError.
+
+    ``expected`` describes the columns the file needs (used in the empty-file message); ``hint`` is appended
+    to the not-found message (e.g. where such a file usually comes from)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} CSV not found: {path}" + (f" ({hint})" if hint else ""))
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: empty {what} CSV; expected a header with {expected}")
+    except Exception as e:
+        raise UserError(f"{path}: cannot read {what} CSV ({type(e).__name__}: {e})")
+
+
 def read_label_csv(path: str | Path, what: str = "labels", keep_extras: bool = True) -> LabelTable:
     """Read and validate a labels (or corrections) CSV; raise :class:`UserError` saying what to fix."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} CSV not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: empty {what} CSV; expected a header with a file-name column "
-                        f"({', '.join(FILE_COLUMNS)}) and lat/lon columns")
-    except Exception as e:
-        raise UserError(f"{path}: cannot read {what} CSV ({e})")
+    df = read_csv_strings(path, what, f"a file-name column ({', '.join(FILE_COLUMNS)}) and lat/lon columns")
     cols = [str(c) for c in df.columns]
     fcol, latcol, loncol = _pick(cols, FILE_COLUMNS), _pick(cols, LAT_COLUMNS), _pick(cols, LON_COLUMNS)
     missing = []

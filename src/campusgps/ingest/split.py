@@ -154,13 +154,11 @@ def apply_audit(dataset, audit_csv: str | Path) -> AuditResult:
     from campusgps.dataset import REJECTED
     from campusgps.ingest.pipeline import _read_rejected, write_rejected
 
+    from campusgps.ingest.labels import read_csv_strings
+
     path = Path(audit_csv)
-    if not path.is_file():
-        raise UserError(f"audit CSV not found: {path}")
-    try:
-        audit = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise UserError(f"{path}: cannot read audit CSV ({e})")
+    audit = read_csv_strings(path, "audit", "id,decision,new_lat,new_lon (as `campusgps audit` writes it)",
+                             hint="`campusgps audit MODEL DATASET --out DIR` writes DIR/audit.csv")
     audit.columns = [str(c).strip().lower() for c in audit.columns]
     need = ("id", "decision")
     missing = [c for c in need if c not in audit.columns]
