@@ -93,3 +93,59 @@ def test_empty_index_is_a_clear_error(fitted, tmp_path):
     empty = RetrievalLocalizer.load(tmp_path / "empty.cgps")
     with pytest.raises(BundleError, match="empty reference index"):
         empty.predict([np.zeros((48, 64, 3), np.uint8) + 100])
+
+
+def test_merge_hits_counts_each_reference_once():
+    from campusgps.localizers.retrieval import merge_hits
+
+    S = np.array([[0.9, 0.8, 0.7, 0.95, 0.6]])
+    I = np.array([[3, 1, 3, 1, -1]])  # reference 1 hit twice (plain 0.8, night view 0.95), 3 twice
+    s, i = merge_hits(S, I, k=4)
+    assert i[0].tolist() == [1, 3, -1, -1] and np.allclose(s[0][:2], [0.95, 0.9])
+    s, i = merge_hits(S, I, k=2, bad=np.array([False, True, False, False]))
+    assert i[0].tolist() == [3, -1]
+
+
+def test_night_views_are_indexed_merged_and_saved(fitted, toy16, tmp_path):
+    from campusgps.localizers.bundle import read_bundle, write_bundle
+    from campusgps.localizers.retrieval import RetrievalLocalizer, low_light_view
+
+    img = np.full((32, 32, 3), 200, np.uint8)
+    night, dusk = low_light_view(img, "night"), low_light_view(img, "dusk")
+    assert night.mean() < 0.5 * img.mean() and night[..., 2].mean() > night[..., 0].mean()
+    assert dusk[..., 0].mean() > dusk[..., 2].mean()
+
+    assert len(fitted.aug_of) == 0  # default: nothing extra indexed
+    loc = RetrievalLocalizer(backbone="tiny-cnn", ft_steps=20, finetune="off", night_views=2).fit(toy16)
+    n = len(loc.ref_ids)
+    assert loc.aug_desc.shape == (2 * n, loc.ref_desc.shape[1])
+    assert np.bincount(loc.aug_of, minlength=n).tolist() == [2] * n  # every reference, train and val
+    assert not np.allclose(loc.aug_desc[:n], loc.ref_desc[loc.aug_of[:n]])
+    # a reference's own night view is its best hit besides itself: returned once, not twice
+    S, I = loc._search(loc.aug_desc[:5], 10)
+    for row in I:
+        ok = row[row >= 0]
+        assert len(ok) == len(set(ok.tolist()))
+    assert loc.aug_of[:5].tolist() == I[:, 0].tolist()
+    test = toy16.subset("test")
+    p = loc.predict(test.paths())
+    for nb in p.neighbors:
+        assert len({d["id"] for d in nb}) == len(nb)
+    # round trip keeps the low-light descriptors and the option
+    loaded = Localizer.load(loc.save(tmp_path / "n.cgps"))
+    assert loaded.cfg.night_views == 2 and np.array_equal(loaded.aug_of, loc.aug_of)
+    assert np.allclose(loaded.aug_desc, loc.aug_desc)
+    q = loaded.predict(test.paths())
+    assert np.allclose(q.lat, p.lat) and np.allclose(q.radius_m, p.radius_m)
+    # adding mapping photos also indexes their low-light views
+    assert loaded.add_references(test) == len(test)
+    assert len(loaded.aug_of) == 2 * len(loaded.ref_ids)
+    # an older bundle (no low-light tensors, no night_views in its metadata) still loads
+    t, meta = read_bundle(loc.save(tmp_path / "n2.cgps"))
+    t = {k: v for k, v in t.items() if k not in ("aug_desc", "aug_of")}
+    meta["state"].pop("night_views")
+    meta["config"].pop("night_views")
+    write_bundle(tmp_path / "old.cgps", t, meta)
+    old = Localizer.load(tmp_path / "old.cgps")
+    assert old.cfg.night_views == 0 and len(old.aug_of) == 0
+    assert len(old.predict(test.paths()).lat) == len(test)

@@ -62,6 +62,9 @@ class RetrievalConfig:
     thumbnails: bool = field(default=True, metadata={"help": "keep ~128 px JPEG thumbnails of references"})
     thumb_px: int = 128
     tta: bool = field(default=False, metadata={"help": "photometric test-time augmentation of query descriptors"})
+    night_views: int = field(default=0, metadata={
+        "help": "extra low-light descriptors indexed per reference (1: + night, 2: + night and dusk); a "
+                "reference hit several times counts once, at its best similarity"})
     batch_size: int = 32
     seed: int = 0
 
@@ -91,6 +94,47 @@ def photometric_variants(img: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def low_light_view(img: np.ndarray, kind: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Deterministic-per-rng photometric 'night' or 'dusk' rendering of a photo (no geometric change).
+
+    night: lower contrast, keep 20-45 % of the light, blue cast, slight blur and sensor noise (the seeds'
+    night simulation, darker); dusk: keep 60-80 % of the light, warm (orange) tint, mild contrast loss.
+    """
+    import cv2
+
+    rng = rng or np.random.default_rng(0)
+    f = np.asarray(img, np.float32)
+    mean = f.mean()
+    if kind == "night":
+        f = (f - mean) * rng.uniform(0.55, 0.75) + mean
+        f = f * rng.uniform(0.2, 0.45) * np.float32([0.8, 0.9, 1.15])
+        f = cv2.GaussianBlur(f, (0, 0), 0.7)
+        f += rng.normal(0, 3.0, size=f.shape).astype(np.float32)
+    elif kind == "dusk":
+        f = (f - mean) * rng.uniform(0.8, 0.95) + mean
+        f = f * rng.uniform(0.6, 0.8) * np.float32([1.05, 0.82, 0.65])
+        f += rng.normal(0, 2.0, size=f.shape).astype(np.float32)
+    else:
+        raise ValueError(f"unknown low-light view {kind!r}")
+    return np.clip(f, 0, 255).astype(np.uint8)
+
+
+class LowLightView:
+    """Feature-cache augmenter (``aug(image, rng)`` + ``key``) producing :func:`low_light_view` images."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.key = f"lowlight-{kind}-1"
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        return low_light_view(image, self.kind, rng)
+
+
+def low_light_kind(view: int) -> str:
+    """Extra reference view v (1-based): odd = night, even = dusk."""
+    return "night" if view % 2 == 1 else "dusk"
+
+
 def make_thumbnail(img: np.ndarray, px: int = 128) -> bytes:
     from PIL import Image
 
@@ -115,6 +159,26 @@ def pack_bytes(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     offs[1:] = np.cumsum([len(b) for b in blobs])
     data = np.frombuffer(b"".join(blobs), dtype=np.uint8).copy() if blobs else np.zeros(0, np.uint8)
     return data, offs
+
+
+def merge_hits(S: np.ndarray, I: np.ndarray, k: int, bad: np.ndarray | None = None):
+    """Per row: best similarity per reference id (ignoring -1 and ``bad`` rows), sorted, top ``k``;
+    padded with (-1.0, -1) like a FAISS search with too few results."""
+    S = np.asarray(S, np.float32)
+    I = np.asarray(I, np.int64)
+    outS = np.full((len(S), k), -1.0, np.float32)
+    outI = np.full((len(S), k), -1, np.int64)
+    for j in range(len(S)):
+        best: dict[int, float] = {}
+        for s, i in zip(S[j].tolist(), I[j].tolist()):
+            if i < 0 or (bad is not None and bad[i]):
+                continue
+            if s > best.get(i, -np.inf):
+                best[i] = s
+        top = sorted(best.items(), key=lambda t: -t[1])[:k]
+        if top:
+            outI[j, :len(top)], outS[j, :len(top)] = zip(*top)
+    return outS, outI
 
 
 class _Projection:
@@ -173,6 +237,9 @@ class RetrievalLocalizer(Localizer):
         self.ref_ids: list[str] = []
         self.ref_files: list[str] = []
         self.ref_time = np.zeros(0)
+        self.aug_desc = np.zeros((0, 0), np.float32)  # extra (low-light) descriptors of references ...
+        self.aug_of = np.zeros(0, np.int64)             # ... and the reference row each one belongs to
+        self._aug_index = None
         self.thumbs: list[bytes] = []
         self.calib: dict = {}
         self._index = None
@@ -234,6 +301,33 @@ class RetrievalLocalizer(Localizer):
             raw.append(self._raw_from_images(imgs))
         return np.concatenate(raw, 0)
 
+    def _raw_views_from_dataset(self, ds) -> list[np.ndarray]:
+        """GeM descriptors of the ``night_views`` low-light renderings of every row of ``ds`` (cached)."""
+        nv = int(getattr(self.cfg, "night_views", 0) or 0)
+        if nv <= 0 or len(ds) == 0:
+            return []
+        out = []
+        pooling = "gem" if self.cfg.gem_p == 3.0 else f"gem{self.cfg.gem_p:g}"
+        for v in range(1, nv + 1):
+            aug = LowLightView(low_light_kind(v))
+            try:
+                from campusgps.models.features import FeatureCache
+
+                cache = FeatureCache.for_dataset(ds)
+                out.append(np.asarray(cache.get(ds, self.backbone, pooling=pooling, view=v, augment=aug),
+                                      dtype=np.float32))
+                continue
+            except (ImportError, ValueError, KeyError, TypeError, NotImplementedError, UserError):
+                pass
+            raw = []
+            for s in range(0, len(ds), self.cfg.batch_size):
+                imgs = [aug(ds.load_image(i, max_side=self.backbone.load_max_side()),
+                            np.random.default_rng((i + 1) * 7919 + v))
+                        for i in range(s, min(len(ds), s + self.cfg.batch_size))]
+                raw.append(self._raw_from_images(imgs))
+            out.append(np.concatenate(raw, 0))
+        return out
+
     # ------------------------------------------------------------------ index
     def _build_index(self):
         import faiss
@@ -243,6 +337,11 @@ class RetrievalLocalizer(Localizer):
         if len(self.ref_desc):
             idx.add(np.ascontiguousarray(self.ref_desc, dtype=np.float32))
         self._index = idx
+        self._aug_index = None
+        if len(getattr(self, "aug_of", ())):
+            aidx = faiss.IndexFlatIP(d)
+            aidx.add(np.ascontiguousarray(self.aug_desc, dtype=np.float32))
+            self._aug_index = aidx
 
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self.ref_desc) == 0:
@@ -251,6 +350,8 @@ class RetrievalLocalizer(Localizer):
         if self._index is None:
             self._build_index()
         ex = getattr(self, "_exclude_ids", None)
+        if self._aug_index is not None:
+            return self._search_merged(q, k, ex)
         if ex:  # leave-out search (e.g. an ensemble calibrating on photos this index already holds)
             bad = np.array([r in ex for r in self.ref_ids])
             kk = int(min(k + bad.sum(), len(self.ref_desc)))
@@ -265,6 +366,21 @@ class RetrievalLocalizer(Localizer):
         k = int(min(k, len(self.ref_desc)))
         s, i = self._index.search(np.ascontiguousarray(q, dtype=np.float32), k)
         return s, i
+
+    def _search_merged(self, q: np.ndarray, k: int, ex=None) -> tuple[np.ndarray, np.ndarray]:
+        """Search the references and their low-light views; each reference counts once, at its best
+        similarity (so the fusion never sees one photo several times)."""
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        bad = np.array([r in ex for r in self.ref_ids]) if ex else np.zeros(len(self.ref_ids), bool)
+        nb = int(bad.sum())
+        n = len(self.ref_desc)
+        kk = int(min(k + nb, n))
+        s, i = self._index.search(q, kk)
+        views = max(1, int(np.ceil(len(self.aug_of) / max(1, n))))
+        ka = int(min((k + nb) * views, len(self.aug_of)))
+        sa, ia = self._aug_index.search(q, ka)
+        ra = np.where(ia >= 0, self.aug_of[np.maximum(ia, 0)], -1)
+        return merge_hits(np.concatenate([s, sa], 1), np.concatenate([i, ra], 1), k, bad)
 
     # ------------------------------------------------------------------ fusion
     def _fuse_one(self, sims: np.ndarray, idx: np.ndarray, k: int, tau: float, bw: float, method: str):
@@ -312,6 +428,8 @@ class RetrievalLocalizer(Localizer):
         raw_tr = self._raw_from_dataset(train)
         raw_va = self._raw_from_dataset(val) if len(val) else np.zeros((0, raw_tr.shape[1]), np.float32)
         en_tr, en_va = train.en(), val.en() if len(val) else np.zeros((0, 2))
+        views_tr = self._raw_views_from_dataset(train)  # low-light renderings (night_views > 0)
+        views_va = self._raw_views_from_dataset(val)
         self._expected_backbone_key = getattr(self.backbone, "key", None)
 
         # held-out queries for model selection: val, else a spot-disjoint slice of train
@@ -360,19 +478,21 @@ class RetrievalLocalizer(Localizer):
         choices["fusion_grid"] = sel["grid"]
 
         # 4. index of all train references; 5. calibration on held-out queries
-        self._set_refs(proj(raw_tr[ref_mask]), en_tr[ref_mask], train.manifest[ref_mask])
+        self._set_refs(proj(raw_tr[ref_mask]), en_tr[ref_mask], train.manifest[ref_mask],
+                       aug=[proj(v[ref_mask]) for v in views_tr])
         self._calibrate_queries = (q_raw, q_en)
         self._calibrate(proj(q_raw), q_en, query_images=None)
         self._fit_extra(train, val if ref_mask.all() else None, q_en, choices)
         if not ref_mask.all():
-            self._set_refs(proj(raw_tr), en_tr, train.manifest)
+            self._set_refs(proj(raw_tr), en_tr, train.manifest, aug=[proj(v) for v in views_tr])
             self._after_add(train)
         if self.cfg.add_val_to_index and len(val) and ref_mask.all():
-            self._append_refs(proj(raw_va), en_va, val.manifest)
+            self._append_refs(proj(raw_va), en_va, val.manifest, aug=[proj(v) for v in views_va])
             self._after_add(val)
         self._collect_thumbnails(dataset)
         self.info.update({"data": {"n_train": int(len(train)), "n_val": int(len(val)),
-                                   "n_references": int(len(self.ref_en))},
+                                   "n_references": int(len(self.ref_en)),
+                                   "n_low_light_descriptors": int(len(self.aug_of))},
                           "selection": choices, "backbone_key": self._expected_backbone_key})
         return self
 
@@ -449,8 +569,20 @@ class RetrievalLocalizer(Localizer):
         return Wn, bn
 
     # ------------------------------------------------------------------ references
-    def _set_refs(self, desc, en, manifest=None):
+    def _set_aug(self, aug, offset: int = 0, append: bool = False) -> None:
+        """Low-light descriptors: ``aug`` is a list of (n, D) arrays, row r of each belonging to reference
+        ``offset + r``."""
+        d = self.ref_desc.shape[1]
+        new = [np.asarray(a, np.float32).reshape(-1, d) for a in (aug or [])]
+        of = [offset + np.arange(len(a), dtype=np.int64) for a in new]
+        if append and len(getattr(self, "aug_of", ())):
+            new, of = [self.aug_desc] + new, [self.aug_of] + of
+        self.aug_desc = np.ascontiguousarray(np.concatenate(new, 0) if new else np.zeros((0, d)), dtype=np.float32)
+        self.aug_of = np.concatenate(of).astype(np.int64) if of else np.zeros(0, np.int64)
+
+    def _set_refs(self, desc, en, manifest=None, aug=None):
         self.ref_desc = np.ascontiguousarray(desc, dtype=np.float32)
+        self._set_aug(aug)
         self.ref_en = np.asarray(en, dtype=np.float64).reshape(-1, 2)
         if manifest is not None:
             self.ref_ids = [str(x) for x in manifest["id"]]
@@ -461,11 +593,13 @@ class RetrievalLocalizer(Localizer):
         self.ref_time = _times_of(manifest, len(self.ref_en))
         self._index = None
 
-    def _append_refs(self, desc, en, manifest):
+    def _append_refs(self, desc, en, manifest, aug=None):
         if len(self.ref_desc) and desc.shape[1] != self.ref_desc.shape[1]:
             raise BundleError(f"descriptor size {desc.shape[1]} does not match the index ({self.ref_desc.shape[1]})")
+        offset = len(self.ref_en)
         self.ref_desc = np.ascontiguousarray(np.concatenate([self.ref_desc.reshape(-1, desc.shape[1]), desc]),
                                              dtype=np.float32)
+        self._set_aug(aug, offset=offset, append=True)
         self.ref_en = np.concatenate([self.ref_en, np.asarray(en, np.float64).reshape(-1, 2)])
         self.ref_ids += [str(x) for x in manifest["id"]]
         self.ref_files += [str(x) for x in manifest["file"]]
@@ -504,7 +638,8 @@ class RetrievalLocalizer(Localizer):
         lat, lon = sub.manifest["lat"].to_numpy(np.float64), sub.manifest["lon"].to_numpy(np.float64)
         e, n = self.frame.to_local(lat, lon)
         desc = self.proj(self._raw_from_dataset(sub))
-        self._append_refs(desc, np.stack([e, n], 1), sub.manifest)
+        aug = [self.proj(v) for v in self._raw_views_from_dataset(sub)]
+        self._append_refs(desc, np.stack([e, n], 1), sub.manifest, aug=aug)
         self._collect_thumbnails(sub)
         self._after_add(sub)
         self.info.setdefault("data", {})["n_references"] = int(len(self.ref_en))
@@ -575,10 +710,14 @@ class RetrievalLocalizer(Localizer):
         if len(getattr(self, "ref_time", ())) == len(self.ref_en):
             t["ref_time"] = np.asarray(self.ref_time, dtype=np.float64)
         t.update(self.proj.tensors())
+        if len(getattr(self, "aug_of", ())):  # optional: bundles without them load as before
+            t["aug_desc"] = np.asarray(self.aug_desc, np.float32)
+            t["aug_of"] = np.asarray(self.aug_of, np.int64)
         t["thumbs"], t["thumb_offsets"] = pack_bytes([bytes(b) for b in self.thumbs])
         meta = {"state_version": STATE_VERSION, "ref_ids": self.ref_ids, "ref_files": self.ref_files,
                 "fusion": self.fusion, "calib": self.calib, "backbone": self.cfg.backbone,
-                "backbone_key": getattr(self, "_expected_backbone_key", None), "dim": int(self.ref_desc.shape[1])}
+                "backbone_key": getattr(self, "_expected_backbone_key", None), "dim": int(self.ref_desc.shape[1]),
+                "night_views": int(getattr(self.cfg, "night_views", 0) or 0)}
         return t, meta
 
     @classmethod
@@ -590,12 +729,20 @@ class RetrievalLocalizer(Localizer):
             raise BundleError(f"{cls.method} bundle state version {v!r} is not the one this campusgps reads "
                               f"({STATE_VERSION}); retrain with `campusgps train DATASET --method {cls.method}`")
         loc = cls()
-        loc.cfg = cls.Config(backbone=meta["backbone"])
+        loc.cfg = cls.Config(backbone=meta["backbone"], night_views=int(meta.get("night_views", 0) or 0))
         loc.proj = _Projection.from_tensors(tensors)
         idx = faiss.deserialize_index(np.ascontiguousarray(tensors["faiss_index"], dtype=np.uint8))
         loc._index = idx
         loc.ref_desc = idx.reconstruct_n(0, idx.ntotal) if idx.ntotal else np.zeros((0, int(meta["dim"])), np.float32)
         loc.ref_en = np.asarray(tensors["ref_en"], dtype=np.float64).reshape(-1, 2)
+        loc._set_aug(None)
+        if tensors.get("aug_of") is not None and len(tensors["aug_of"]):
+            loc.aug_desc = np.ascontiguousarray(tensors["aug_desc"], dtype=np.float32).reshape(-1, loc.ref_desc.shape[1])
+            loc.aug_of = np.asarray(tensors["aug_of"], np.int64)
+            if len(loc.aug_desc) != len(loc.aug_of) or loc.aug_of.max() >= len(loc.ref_en) or loc.aug_of.min() < 0:
+                raise BundleError(f"inconsistent {cls.method} bundle: low-light descriptors do not match the "
+                                  f"references; retrain with `campusgps train DATASET --method {cls.method}`")
+            loc._build_index()
         loc.ref_ids, loc.ref_files = list(meta["ref_ids"]), list(meta["ref_files"])
         rt = tensors.get("ref_time")
         loc.ref_time = (np.asarray(rt, np.float64) if rt is not None and len(rt) == len(loc.ref_en)
