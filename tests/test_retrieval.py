@@ -115,8 +115,11 @@ def test_night_views_are_indexed_merged_and_saved(fitted, toy16, tmp_path):
     assert night.mean() < 0.5 * img.mean() and night[..., 2].mean() > night[..., 0].mean()
     assert dusk[..., 0].mean() > dusk[..., 2].mean()
 
-    assert len(fitted.aug_of) == 0  # default: nothing extra indexed
-    loc = RetrievalLocalizer(backbone="tiny-cnn", ft_steps=20, finetune="off", night_views=2).fit(toy16)
+    plain = RetrievalLocalizer(backbone="tiny-cnn", finetune="off", night_views=0).fit(toy16)
+    assert len(plain.aug_of) == 0  # nothing extra indexed, plain search
+    loc = RetrievalLocalizer(backbone="tiny-cnn", finetune="off", night_views=2).fit(toy16)
+    assert loc.cfg.night_views == RetrievalLocalizer.Config().night_views == 2  # the default
+    assert np.allclose(loc.ref_desc, plain.ref_desc) and loc.ref_ids == plain.ref_ids
     n = len(loc.ref_ids)
     assert loc.aug_desc.shape == (2 * n, loc.ref_desc.shape[1])
     assert np.bincount(loc.aug_of, minlength=n).tolist() == [2] * n  # every reference, train and val
@@ -137,6 +140,20 @@ def test_night_views_are_indexed_merged_and_saved(fitted, toy16, tmp_path):
     assert np.allclose(loaded.aug_desc, loc.aug_desc)
     q = loaded.predict(test.paths())
     assert np.allclose(q.lat, p.lat) and np.allclose(q.radius_m, p.radius_m)
+    # query-side gating: queries brighter than night_query_lum search the plain references only
+    imgs = [toy16.load_image(i) for i in range(3)]
+    plain = loaded._predict_arrays(imgs)
+    loaded.cfg.night_query_lum = 1.0  # no toy photo is that dark
+    assert not loaded._dark_queries(imgs).any()
+    gated = loaded._predict_arrays(imgs)
+    aug_index, loaded._aug_index = loaded._aug_index, None
+    ref = loaded._predict_arrays(imgs)
+    loaded._aug_index = aug_index
+    assert np.allclose(gated.east, ref.east) and np.allclose(gated.north, ref.north)
+    assert [[d["id"] for d in nb] for nb in gated.neighbors] == [[d["id"] for d in nb] for nb in ref.neighbors]
+    loaded.cfg.night_query_lum = 256.0  # every photo is darker than that: same as no gating
+    assert np.allclose(loaded._predict_arrays(imgs).east, plain.east)
+    loaded.cfg.night_query_lum = 0.0
     # adding mapping photos also indexes their low-light views
     assert loaded.add_references(test) == len(test)
     assert len(loaded.aug_of) == 2 * len(loaded.ref_ids)
@@ -147,5 +164,9 @@ def test_night_views_are_indexed_merged_and_saved(fitted, toy16, tmp_path):
     meta["config"].pop("night_views")
     write_bundle(tmp_path / "old.cgps", t, meta)
     old = Localizer.load(tmp_path / "old.cgps")
-    assert old.cfg.night_views == 0 and len(old.aug_of) == 0
-    assert len(old.predict(test.paths()).lat) == len(test)
+    assert len(old.aug_of) == 0 and len(old.predict(test.paths()).lat) == len(test)
+    old.ref_ids = [r for r in old.ref_ids if r not in set(test.manifest["id"].astype(str))]
+    old.ref_desc, old.ref_en = old.ref_desc[:len(old.ref_ids)], old.ref_en[:len(old.ref_ids)]
+    assert old.add_references(test) == len(test) and len(old.aug_of) == 0  # stays without low-light views
+    again = Localizer.load(old.save(tmp_path / "old2.cgps"))
+    assert again._n_night_views() == 0

@@ -12,8 +12,14 @@ Pipeline (fit):
      calibrated on validation (``calibration.fit_radius_scale``); out-of-area threshold from the validation
      top-1 similarities.
   6. Validation photos join the index afterwards (``add_val_to_index``), as more mapping photos.
+  7. Low-light reference views (``night_views``, default 2): descriptors of a deterministic night rendering
+     (darker, lower contrast, blue cast, noise) and dusk rendering (warm tint) of every reference are indexed
+     too, mapped to the same reference; selection (steps 2-3, 5's fusion grid) uses the plain references,
+     calibration the full index. Measured on the simulated small campus (seed 1, 252 queries, errors vs
+     truth): night median 50.6 -> 35.9 m, dusk 33.2 -> 15.1 m, overall 13.4 -> 12.0 m, day 11.1 -> 11.7 m
+     (paired: as many day queries better as worse); see the commit message for the table.
 
-Prediction: top-k neighbours, weights exp((s - s_top)/tau), robust fusion (density mode + geometric
+Prediction: top-k neighbours (low-light views merged: each reference once, at its best similarity), weights exp((s - s_top)/tau), robust fusion (density mode + geometric
 median of the agreeing neighbours, see ``geometry.robust_fuse``), radius from the agreeing neighbours'
 spread. Weak best similarity -> flag ``out_of_area`` and a large radius.
 """
@@ -62,9 +68,12 @@ class RetrievalConfig:
     thumbnails: bool = field(default=True, metadata={"help": "keep ~128 px JPEG thumbnails of references"})
     thumb_px: int = 128
     tta: bool = field(default=False, metadata={"help": "photometric test-time augmentation of query descriptors"})
-    night_views: int = field(default=0, metadata={
-        "help": "extra low-light descriptors indexed per reference (1: + night, 2: + night and dusk); a "
-                "reference hit several times counts once, at its best similarity"})
+    night_views: int = field(default=2, metadata={
+        "help": "extra low-light descriptors indexed per reference (0: none, 1: + night, 2: + night and dusk); "
+                "a reference hit several times counts once, at its best similarity"})
+    night_query_lum: float = field(default=0.0, metadata={
+        "help": "search the low-light views only for queries darker than this mean luminance (0-255); "
+                "0: for every query"})
     batch_size: int = 32
     seed: int = 0
 
@@ -301,9 +310,13 @@ class RetrievalLocalizer(Localizer):
             raw.append(self._raw_from_images(imgs))
         return np.concatenate(raw, 0)
 
+    def _n_night_views(self) -> int:
+        nv = getattr(self, "_bundle_night_views", None)  # a loaded bundle keeps the views it was built with
+        return int((getattr(self.cfg, "night_views", 0) if nv is None else nv) or 0)
+
     def _raw_views_from_dataset(self, ds) -> list[np.ndarray]:
         """GeM descriptors of the ``night_views`` low-light renderings of every row of ``ds`` (cached)."""
-        nv = int(getattr(self.cfg, "night_views", 0) or 0)
+        nv = self._n_night_views()
         if nv <= 0 or len(ds) == 0:
             return []
         out = []
@@ -343,7 +356,15 @@ class RetrievalLocalizer(Localizer):
             aidx.add(np.ascontiguousarray(self.aug_desc, dtype=np.float32))
             self._aug_index = aidx
 
-    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _dark_queries(self, images: list[np.ndarray]) -> np.ndarray | None:
+        """Which queries may match the low-light reference views (None: all)."""
+        thr = float(getattr(self.cfg, "night_query_lum", 0.0) or 0.0)
+        if thr <= 0 or not len(getattr(self, "aug_of", ())):
+            return None
+        return np.array([float((np.asarray(im, np.float32)[..., :3] @ np.float32([0.299, 0.587, 0.114])).mean())
+                         < thr for im in images], bool)
+
+    def _search(self, q: np.ndarray, k: int, use_aug: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if len(self.ref_desc) == 0:
             raise BundleError(f"this {self.method} model has an empty reference index: add mapping photos with "
                               f"`campusgps index add MODEL DATASET` or retrain")
@@ -351,7 +372,17 @@ class RetrievalLocalizer(Localizer):
             self._build_index()
         ex = getattr(self, "_exclude_ids", None)
         if self._aug_index is not None:
-            return self._search_merged(q, k, ex)
+            if use_aug is None or use_aug.all():
+                return self._search_merged(q, k, ex)
+            S, I = self._search_merged(q, k, ex)  # bright queries: the plain references only
+            if (~use_aug).any():
+                aug_index, self._aug_index = self._aug_index, None
+                try:
+                    s0, i0 = self._search(q[~use_aug], k)
+                finally:
+                    self._aug_index = aug_index
+                S[~use_aug], I[~use_aug] = merge_hits(s0, i0, S.shape[1])
+            return S, I
         if ex:  # leave-out search (e.g. an ensemble calibrating on photos this index already holds)
             bad = np.array([r in ex for r in self.ref_ids])
             kk = int(min(k + bad.sum(), len(self.ref_desc)))
@@ -656,7 +687,7 @@ class RetrievalLocalizer(Localizer):
     # ------------------------------------------------------------------ predict
     def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
         q = self.proj(self._raw_from_images(images, tta=self.cfg.tta))
-        S, I = self._search(q, max(self.fusion["k"], 10))
+        S, I = self._search(q, max(self.fusion["k"], 10), use_aug=self._dark_queries(images))
         return self._predict_from_search(S, I)
 
     def _predict_from_search(self, S, I) -> Prediction:
@@ -717,7 +748,7 @@ class RetrievalLocalizer(Localizer):
         meta = {"state_version": STATE_VERSION, "ref_ids": self.ref_ids, "ref_files": self.ref_files,
                 "fusion": self.fusion, "calib": self.calib, "backbone": self.cfg.backbone,
                 "backbone_key": getattr(self, "_expected_backbone_key", None), "dim": int(self.ref_desc.shape[1]),
-                "night_views": int(getattr(self.cfg, "night_views", 0) or 0)}
+                "night_views": self._n_night_views()}
         return t, meta
 
     @classmethod
@@ -729,7 +760,8 @@ class RetrievalLocalizer(Localizer):
             raise BundleError(f"{cls.method} bundle state version {v!r} is not the one this campusgps reads "
                               f"({STATE_VERSION}); retrain with `campusgps train DATASET --method {cls.method}`")
         loc = cls()
-        loc.cfg = cls.Config(backbone=meta["backbone"], night_views=int(meta.get("night_views", 0) or 0))
+        loc.cfg = cls.Config(backbone=meta["backbone"])
+        loc._bundle_night_views = int(meta.get("night_views", 0) or 0)  # older bundles: none
         loc.proj = _Projection.from_tensors(tensors)
         idx = faiss.deserialize_index(np.ascontiguousarray(tensors["faiss_index"], dtype=np.uint8))
         loc._index = idx
