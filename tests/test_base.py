@@ -28,3 +28,17 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(BundleError, match="not a campusgps model bundle"):
         Localizer.load(junk)
+
+
+def test_fit_options_override_config_and_unknown_ones_are_refused(toy_dataset):
+    from campusgps.errors import UserError
+    from campusgps.localizers.retrieval import RetrievalLocalizer
+
+    with pytest.raises(UserError, match="unknown option"):
+        MeanLocalizer().fit(toy_dataset, epochs=3)
+    # every method applies fit(**opts) to its Config, not only regression
+    loc = RetrievalLocalizer(backbone="tiny-cnn", finetune="off", thumbnails=False)
+    with pytest.raises(UserError, match="unknown option.*no_such_option"):
+        loc.fit(toy_dataset, no_such_option=1)
+    loc.fit(toy_dataset, k=3)
+    assert loc.cfg.k == 3 and loc.config["k"] == 3

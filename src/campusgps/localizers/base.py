@@ -107,16 +107,24 @@ class Localizer:
     Config: ClassVar[type] = NoConfig
 
     def __init__(self, config=None, **overrides):
-        from campusgps.configs import update
-
-        cfg = config if config is not None else self.Config()
-        self.cfg = update(cfg, overrides) if overrides else cfg
+        self.cfg = config if config is not None else self.Config()
         self.config: dict = dataclasses.asdict(self.cfg)
+        self.configure(**overrides)
         self.frame: LocalFrame | None = None
         self.info: dict = {}  # training summary, data summary, calibration, ... (goes into metadata)
 
+    def configure(self, **opts) -> "Localizer":
+        """Override fields of ``Config`` (``fit(dataset, **opts)`` calls this); unknown names raise UserError."""
+        if opts:
+            from campusgps.configs import update
+
+            self.cfg = update(self.cfg, opts)
+            self.config = dataclasses.asdict(self.cfg)
+        return self
+
     # --- to implement ------------------------------------------------------------------------------
     def fit(self, dataset, **opts) -> "Localizer":
+        """Train on ``dataset``; ``opts`` override ``Config`` fields (via :meth:`configure`)."""
         raise NotImplementedError
 
     def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
@@ -261,6 +269,7 @@ class MeanLocalizer(Localizer):
     method = "mean"
 
     def fit(self, dataset, **opts) -> "MeanLocalizer":
+        self.configure(**opts)
         train = dataset.subset("train") if (dataset.manifest["split"] == "train").any() else dataset
         if len(train) == 0:
             raise UserError(f"{dataset.root}: no training samples (run `campusgps split {dataset.root}`)")

@@ -93,6 +93,7 @@ class EnsembleLocalizer(Localizer):
         from campusgps.localizers.base import get_localizer_class
         from campusgps.localizers.calibration import fit_radius_scale
 
+        self.configure(**opts)
         self.frame = dataset.frame
         if members:
             self.members = list(members)

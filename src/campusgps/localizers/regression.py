@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -109,12 +109,7 @@ class RegressionLocalizer(Localizer):
         from campusgps.training.loop import LoopConfig, train
         from campusgps.training.task import TaskData, build_model, make_batches, make_loss, make_validate
 
-        if opts:
-            from campusgps.configs import update
-
-            self.cfg = update(self.cfg, opts)
-            self.config = asdict(self.cfg)
-        cfg = self.cfg
+        cfg = self.configure(**opts).cfg
         log = log or (lambda msg: print(msg, file=sys.stderr) if progress else None)
         mode, n_top = parse_finetune(cfg.finetune)
         train_ds, val_ds, val_note = _splits(dataset, cfg.min_train, cfg.seed)

@@ -447,8 +447,7 @@ class RetrievalLocalizer(Localizer):
 
     # ------------------------------------------------------------------ fit
     def fit(self, dataset, **opts) -> "RetrievalLocalizer":
-        from campusgps.progress import progress_bar  # noqa: F401  (bars come from the cache/backbone)
-
+        self.configure(**opts)
         has_split = (dataset.manifest["split"] == "train").any()
         train = dataset.subset("train") if has_split else dataset
         val = dataset.subset("val") if has_split else dataset.subset("val")
