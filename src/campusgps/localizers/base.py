@@ -15,7 +15,6 @@ Subclass contract (see docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable, Sequence
@@ -204,19 +203,17 @@ class Localizer:
 
     # --- persistence -------------------------------------------------------------------------------
     def metadata(self) -> dict:
-        import platform
+        from campusgps.configs import run_record
 
-        import torch
-
+        rec = run_record()
         return {
             "method": self.method,
             "campusgps_version": __version__,
             "frame": self.frame.to_dict() if self.frame else None,
             "config": self.config,
             "info": self.info,
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "numpy": np.__version__},
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": rec["versions"],
+            "saved_at": rec["time"],
         }
 
     def save(self, path: str | Path) -> Path:
