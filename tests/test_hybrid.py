@@ -78,3 +78,19 @@ def test_hybrid_spot_fusion_selection_and_index_add(hybrid, tmp_path):
     assert n == len(extra) and len(loaded.lf) == len(loaded.ref_spot) == len(loaded.ref_en)
     p = loaded.predict(extra.paths()[:2])
     assert np.isfinite(p.lat).all()
+
+
+def test_hybrid_trains_on_a_dataset_without_val_split(tmp_path):
+    """No val split: retrieval holds out training photos for calibration, then indexes them too. The
+    hybrid's local features must follow the same references (this used to fail: 'out of sync')."""
+    from campusgps.localizers.hybrid import HybridLocalizer
+
+    ds = make_toy_dataset(tmp_path / "toy", n_spots=12, views=4, size=(160, 120))
+    ds.manifest.loc[ds.manifest["split"] == "val", "split"] = "train"
+    ds.save()
+    loc = HybridLocalizer(backbone="tiny-cnn", finetune="off", shortlist=10, thumbnails=False).fit(ds)
+    n_train = int((ds.manifest["split"] == "train").sum())
+    assert len(loc.ref_ids) == len(set(loc.ref_ids)) == n_train
+    assert len(loc.lf) == n_train
+    p = loc.predict(ds.subset("test").paths()[:4])
+    assert np.isfinite(p.lat).all()

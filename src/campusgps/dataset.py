@@ -123,6 +123,11 @@ class Dataset:
             df = self.manifest[self.manifest["split"] == split]
         return Dataset(root=self.root, manifest=df.reset_index(drop=True), frame=self.frame)
 
+    def rows(self, mask) -> "Dataset":
+        """The rows selected by a boolean mask (or index array). Shares root and frame."""
+        return Dataset(root=self.root, manifest=self.manifest[np.asarray(mask)].reset_index(drop=True),
+                       frame=self.frame)
+
     def paths(self) -> list[Path]:
         return [self.root / f for f in self.manifest["file"]]
 

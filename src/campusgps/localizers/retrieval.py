@@ -512,10 +512,12 @@ class RetrievalLocalizer(Localizer):
                        aug=[proj(v[ref_mask]) for v in views_tr])
         self._calibrate_queries = (q_raw, q_en)
         self._calibrate(proj(q_raw), q_en, query_images=None)
-        self._fit_extra(train, val if ref_mask.all() else None, q_en, choices)
-        if not ref_mask.all():
-            self._set_refs(proj(raw_tr), en_tr, train.manifest, aug=[proj(v) for v in views_tr])
-            self._after_add(train)
+        self._fit_extra(train.rows(ref_mask), val if ref_mask.all() else None, q_en, choices)
+        if not ref_mask.all():  # the held-out calibration photos join the index as more references
+            held = train.rows(~ref_mask)
+            self._append_refs(proj(raw_tr[~ref_mask]), en_tr[~ref_mask], held.manifest,
+                              aug=[proj(v[~ref_mask]) for v in views_tr])
+            self._after_add(held)
         if self.cfg.add_val_to_index and len(val) and ref_mask.all():
             self._append_refs(proj(raw_va), en_va, val.manifest, aug=[proj(v) for v in views_va])
             self._after_add(val)
