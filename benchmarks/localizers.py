@@ -23,30 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-
-def cli(*argv):
-    from campusgps.cli.main import main
-
-    rc = main([str(a) for a in argv])
-    if rc != 0:
-        raise SystemExit(f"campusgps {' '.join(map(str, argv))} failed with exit status {rc}")
+from common import ROOT, simulated_campus
 
 
 def prepare(work: Path, preset: str, seed: int):
     from campusgps.dataset import Dataset
 
-    synth = work / f"synth-{preset}-{seed}"
-    if not (synth / "truth.csv").exists():
-        cli("synth", synth, "--preset", preset, "--seed", seed, "--workers", 1, "--overwrite")
-    ds_dir, q_dir = work / "ds", work / "queries"
-    if not (ds_dir / "manifest.parquet").exists():
-        cli("ingest", synth / "photos", "--out", ds_dir)
-        cli("split", ds_dir, "--test", "0", "--seed", seed)
-    if not (q_dir / "manifest.parquet").exists():
-        cli("ingest", synth / "queries", "--out", q_dir)
+    synth, ds_dir, q_dir = simulated_campus(work, preset, seed)
     truth = pd.read_csv(synth / "truth.csv")
     truth["base"] = truth["file"].map(lambda f: Path(f).name)
     return Dataset.open(ds_dir), Dataset.open(q_dir), truth, synth

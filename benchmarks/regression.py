@@ -8,9 +8,7 @@ top-N fine-tuning (cached activations below the top N blocks). Training wall tim
 (the feature cache is cleared before each variant unless --keep-cache).
 
 Data: a simulated campus (`campusgps synth OUT --preset small --seed 1`, then `ingest`, `split`; the synth
-queries are ingested as an external test set and scored against truth.csv's true_lat/true_lon). When the
-`synth` command is not available in this checkout, it falls back to a toy dataset (tests/conftest.py's
-make_toy_dataset at 320x240 px) and says so in the output.
+queries are ingested as an external test set and scored against truth.csv's true_lat/true_lon).
 
 Prints a table and writes benchmarks/results/regression.json.
 """
@@ -28,57 +26,22 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-
-def cli(*args) -> None:
-    cmd = [sys.executable, "-m", "campusgps", *map(str, args)]
-    print("$ campusgps " + " ".join(map(str, args)), file=sys.stderr)
-    subprocess.run(cmd, check=True, env={**os.environ, "CAMPUSGPS_PROGRESS": os.environ.get("CAMPUSGPS_PROGRESS", "0")})
-
-
-def synth_available() -> bool:
-    try:
-        import importlib
-
-        importlib.import_module("campusgps.cli.synth")
-        return True
-    except Exception:
-        return False
+from common import ROOT, simulated_campus
 
 
 def prepare_data(work: Path, preset: str, seed: int):
-    """-> (dataset, query dataset or None, truth DataFrame or None, description)."""
+    """-> (dataset, query dataset, truth DataFrame, description)."""
     import pandas as pd
 
     from campusgps.dataset import Dataset
 
-    if synth_available():
-        sim, ds_dir, q_dir = work / "sim", work / "ds", work / "queries_ds"
-        if not (sim / "truth.csv").exists():
-            cli("synth", sim, "--preset", preset, "--seed", seed)
-        if not (ds_dir / "manifest.parquet").exists():
-            cli("ingest", sim / "photos", "--out", ds_dir)
-            cli("split", ds_dir, "--test", "0")
-        if not (q_dir / "manifest.parquet").exists():
-            cli("ingest", sim / "queries", "--out", q_dir)
-        truth = pd.read_csv(sim / "truth.csv")
-        return Dataset.open(ds_dir), Dataset.open(q_dir), truth, f"synth preset={preset} seed={seed}"
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import make_toy_dataset
-
-    ds_dir = work / "toy"
-    if not (ds_dir / "manifest.parquet").exists():
-        make_toy_dataset(ds_dir, n_spots=120, views=4, size=(320, 240), seed=seed, extent_m=20.0)
-    return Dataset.open(ds_dir), None, None, ("FALLBACK toy dataset (campusgps synth not available in this "
-                                             "checkout): 120 spots x 4 views, 320x240 px, 20 m extent")
+    sim, ds_dir, q_dir = simulated_campus(work, preset, seed)
+    truth = pd.read_csv(sim / "truth.csv")
+    return Dataset.open(ds_dir), Dataset.open(q_dir), truth, f"synth preset={preset} seed={seed}"
 
 
 def truth_en(qds, truth, frame):
-    """True east/north of the query photos (matched by base name), else their labels."""
-    if truth is None or qds is None:
-        return None
+    """True east/north of the query photos (matched by base name in truth.csv)."""
     import pandas as pd
 
     t = truth.copy()
@@ -181,15 +144,8 @@ def main() -> int:
 
     ds, qds, truth, desc = prepare_data(work, args.preset, args.seed)
     res["data"] = {"description": desc, **ds.summary()}
-    if qds is not None:
-        test_paths, en_true, vs = qds.paths(), truth_en(qds, truth, ds.frame), "truth (query photos)"
-    else:
-        test = ds.subset("test")
-        test_paths = test.paths()
-        en_true = np.stack(ds.frame.to_local(test.manifest["true_lat"], test.manifest["true_lon"]), 1) \
-            if "true_lat" in test.manifest else test.en()
-        vs = "truth (test split)"
-    res["scored_against"] = vs
+    test_paths, en_true = qds.paths(), truth_en(qds, truth, ds.frame)
+    res["scored_against"] = "truth (query photos)"
     rows = {}
     base = MeanLocalizer().fit(ds)
     p = base.predict(test_paths)
@@ -263,7 +219,7 @@ def main() -> int:
                       "frozen_train_s": 180}
 
     # table
-    print(f"\nregression benchmark -- {desc}; scored vs {vs}")
+    print(f"\nregression benchmark -- {desc}; scored vs {res['scored_against']}")
     print(f"{'model':<28}{'median':>9}{'mean':>9}{'P90':>9}{'acc@10m':>9}{'train s':>9}{'feat s':>8}{'radius cov':>11}")
     for k, r in rows.items():
         cov = f"{r['radius_coverage']:>10.1%}" if "radius_coverage" in r else f"{'-':>10}"

@@ -10,8 +10,7 @@ keep-alive HTTP connection each). Reports requests/s, client-side p50/p95 latenc
 p50 (elapsed_ms), the mean micro-batch size, and errors (any non-200 or transport error).
 
 Data: a simulated campus (`campusgps synth --preset small --photos 400 --queries 40`, ingest,
-split) when the `synth` command is in this checkout; queries are its separate query session. Otherwise
-(or if synth fails) the toy dataset from tests/conftest.py (320x240 px), and the output says so.
+split); queries are its separate query session.
 
 Prints a table and writes benchmarks/results/serve.json. Loopback only; nothing else is contacted.
 """
@@ -33,8 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from common import ROOT, simulated_campus
 
 
 def cli(*args, check=True, timeout=900) -> subprocess.CompletedProcess:
@@ -44,47 +42,15 @@ def cli(*args, check=True, timeout=900) -> subprocess.CompletedProcess:
                           stderr=subprocess.PIPE, text=True, timeout=timeout)
 
 
-def synth_available() -> bool:
-    try:
-        import importlib
-
-        importlib.import_module("campusgps.cli.synth")
-        return True
-    except Exception:
-        return False
-
-
 def prepare_data(work: Path, preset: str, seed: int, photos: int, queries: int):
     """-> (dataset, query image paths, description)."""
     from campusgps.dataset import Dataset
 
-    if synth_available():
-        sim, ds_dir = work / f"sim_{preset}_{photos}_{seed}", work / f"ds_{preset}_{photos}_{seed}"
-        try:
-            if not (sim / "truth.csv").exists():
-                cli("synth", sim, "--preset", preset, "--seed", seed, "--photos", photos, "--queries", queries,
-                    "--overwrite")
-            if not (ds_dir / "manifest.parquet").exists():
-                cli("ingest", sim / "photos", "--out", ds_dir)
-                cli("split", ds_dir, "--test", "0")
-            qs = sorted((sim / "queries").glob("*.jpg"))
-            n = len(Dataset.open(ds_dir))
-            return Dataset.open(ds_dir), qs, (f"synth preset={preset} seed={seed} --photos {photos}: {n} mapping "
-                                              f"photos (train/val), queries = OUT/queries ({len(qs)})")
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-            err = getattr(e, "stderr", "") or ""
-            print(f"synth/ingest/split failed ({e}; {str(err).strip()[-300:]}); using the toy dataset",
-                  file=sys.stderr)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import make_toy_dataset
-
-    ds_dir = work / "toy"
-    if not (ds_dir / "manifest.parquet").exists():
-        make_toy_dataset(ds_dir, n_spots=40, views=4, size=(320, 240), seed=seed, extent_m=60.0)
+    sim, ds_dir, _ = simulated_campus(work, preset, seed, "--photos", photos, "--queries", queries, queries=False)
+    qs = sorted((sim / "queries").glob("*.jpg"))
     ds = Dataset.open(ds_dir)
-    queries = [ds_dir / f for f in ds.subset("test").manifest.file]
-    return ds, queries, ("FALLBACK toy dataset (campusgps synth not in this checkout): 40 spots x 4 views, "
-                         "320x240 px, 60 m extent; queries = its test split")
+    return ds, qs, (f"synth preset={preset} seed={seed} --photos {photos}: {len(ds)} mapping "
+                    f"photos (train/val), queries = OUT/queries ({len(qs)})")
 
 
 def encode_queries(paths, size, limit=32) -> list[bytes]:
