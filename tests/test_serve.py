@@ -25,7 +25,10 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from campusgps.serving.app import MicroBatcher, ServeSettings, convex_hull, create_app  # noqa: E402
+from campusgps.serving.app import create_app  # noqa: E402
+from campusgps.serving.batcher import MicroBatcher  # noqa: E402
+from campusgps.serving.payloads import convex_hull  # noqa: E402
+from campusgps.serving.settings import ServeSettings  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ helpers
