@@ -17,8 +17,8 @@ import pandas as pd
 
 from campusgps.errors import UserError
 
-AUDIT_COLUMNS = ("id", "file", "label_lat", "label_lon", "pred_lat", "pred_lon", "error_m", "radius_m",
-                 "decision", "new_lat", "new_lon", "note")
+AUDIT_COLUMNS = ["id", "file", "label_lat", "label_lon", "pred_lat", "pred_lon", "error_m", "radius_m",
+                 "decision", "new_lat", "new_lon", "note"]  # audit.csv, written by evaluation/audit.py
 AUDIT_DECISIONS = ("relabel", "keep", "move_to_train", "drop", "")
 
 
