@@ -31,7 +31,7 @@ def jsonable(v: Any, max_depth: int | None = None, max_items: int | None = None,
     """``v`` with numpy scalars/arrays, tuples and non-finite floats turned into plain JSON values.
 
     NaN/inf become None, bytes become None, unknown objects their ``str()``. With ``max_depth``, values nested
-    deeper than that become None; with ``max_items``, lists keep their first ``max_items`` elements and larger
+    deeper than that many containers become None; with ``max_items``, lists keep their first ``max_items`` elements and larger
     arrays become None.
     """
     if max_depth is not None and _depth > max_depth:
