@@ -77,6 +77,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"campusgps {args.command}: interrupted; re-run the same command to continue", file=sys.stderr)
         return 130
+    except Exception as e:  # anything else is our bug: one line here, the traceback in a log file
+        from campusgps.logs import crash_line, log_dirs, write_crash_log
+
+        log = write_crash_log(args.command, e, argv, log_dirs(getattr(args, "out", None), _dataset_arg(args)))
+        print(crash_line(args.command, e, log), file=sys.stderr)
+        return 1
+
+
+def _dataset_arg(args) -> str | None:
+    """The dataset (or source) folder a command works on, where its crash log may go."""
+    for name in ("dataset", "src"):
+        if getattr(args, name, None):
+            return getattr(args, name)
+    paths = getattr(args, "paths", None) or []
+    return paths[-1] if paths else None
 
 
 if __name__ == "__main__":

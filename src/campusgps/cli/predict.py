@@ -51,12 +51,17 @@ def run(args) -> int:
     if not files:
         raise UserError("no photos found in " + ", ".join(args.paths) +
                         " (give image files or folders containing .jpg/.png/.tif/.heic)")
-    loc = Localizer.load(args.model)
-    pred = loc.predict([str(f) for f in files], batch_size=args.batch_size, progress=True)
+    from campusgps.logs import step
+
+    with step("loading the model", input=args.model):
+        loc = Localizer.load(args.model)
+    with step("locating photos", input=", ".join(args.paths)):
+        pred = loc.predict([str(f) for f in files], batch_size=args.batch_size, progress=True)
     ok = [i for i in range(len(files)) if pred.errors[i] is None and np.isfinite(pred.lat[i])]
     for i in range(len(files)):
         if pred.errors[i] is not None:
-            print(f"campusgps predict: skipped {files[i]}: {pred.errors[i]}", file=sys.stderr)
+            err = pred.errors[i].removeprefix(f"{files[i]}: ")  # the path once, not twice
+            print(f"campusgps predict: skipped {files[i]}: {err}", file=sys.stderr)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

@@ -78,7 +78,10 @@ def run(args) -> int:
     from campusgps.localizers.base import Localizer
     from campusgps.serving.app import ServeSettings, run_server
 
-    loc = Localizer.load(path)  # BundleError (a UserError) -> exit 2, before binding the port
+    from campusgps.logs import step
+
+    with step("loading the model", input=path):
+        loc = Localizer.load(path)  # BundleError (a UserError) -> exit 2, before binding the port
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, workers=args.workers,
                              max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                              max_pending=args.max_pending, cors_origins=list(args.cors_origin),
@@ -88,7 +91,8 @@ def run(args) -> int:
     print(f"campusgps serve: {loc.method} model {path} — page http://{shown}:{args.port}/ , "
           f"API http://{shown}:{args.port}/v1/locate , docs http://{shown}:{args.port}/docs (Ctrl+C to stop)",
           file=sys.stderr, flush=True)
-    run_server(loc, settings, host=args.host, port=args.port, log_level=args.log_level)
+    with step("serving", input=f"{args.host}:{args.port}"):
+        run_server(loc, settings, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
