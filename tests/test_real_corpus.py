@@ -181,3 +181,26 @@ def test_mpo_decodes_with_orientation_and_draft():
     assert read_metadata(data).lat == pytest.approx(1.5)
     im = open_image(data, draft_max_side=100)
     assert im.size[1] > im.size[0] and max(im.size) < 640  # turned upright, decoded at reduced scale
+
+
+def test_predict_skips_broken_real_files_naming_each_once(tmp_path, capsys):
+    import shutil
+
+    from campusgps.cli.main import main
+    from campusgps.localizers.base import MeanLocalizer
+    from conftest import make_toy_dataset
+
+    model = MeanLocalizer().fit(make_toy_dataset(tmp_path / "toy", n_spots=4, views=2)).save(tmp_path / "m.cgps")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for rel in ("exifr/32d08f4a5eb10332506ebedbb9bc7257.jpg", "exifr/001.tif", "exifr/avif/Irvine_CA.avif",
+                "exif-samples/heic/IMG_5195.HEIC"):
+        shutil.copy(CORPUS / rel, photos / rel.rsplit("/", 1)[1])
+    (photos / "notes.jpg").write_text("not a photo")
+    rc = main(["predict", str(model), str(photos), "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    skipped = [ln for ln in err.splitlines() if "skipped" in ln]
+    assert len(skipped) == 2 and all(ln.count(str(photos)) == 1 for ln in skipped), skipped
+    got = pd.read_csv(tmp_path / "p.csv")
+    assert sorted(got["file"].map(lambda f: f.rsplit("/", 1)[1])) == ["001.tif", "IMG_5195.HEIC", "Irvine_CA.avif"]
