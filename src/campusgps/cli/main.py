@@ -4,7 +4,8 @@ Each command lives in ``campusgps/cli/<command>.py`` and exposes ``HELP`` (one l
 ``DESCRIPTION`` (the --help text), ``add_arguments(parser)`` and ``run(args) -> int``.
 Command modules import heavy libraries inside ``run`` so ``--help`` stays instant.
 
-Exit status: 0 success; 2 bad arguments or unusable input (one clear line on stderr); 1 unexpected error.
+Exit status: 0 success; 2 bad arguments or unusable input (one clear line on stderr); 1 unexpected error
+(one line naming the command, step and input, and the log file holding the traceback; see campusgps.logs).
 """
 from __future__ import annotations
 
@@ -86,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dataset_arg(args) -> str | None:
-    """The dataset (or source) folder a command works on, where its crash log may go."""
-    for name in ("dataset", "src"):
-        if getattr(args, name, None):
-            return getattr(args, name)
+    """The dataset folder a command works on, where its crash log may go (never a folder of photos)."""
+    if getattr(args, "dataset", None):
+        return args.dataset
     paths = getattr(args, "paths", None) or []
-    return paths[-1] if paths else None
+    return paths[-1] if paths and args.command in ("compare", "index") else None
 
 
 if __name__ == "__main__":
