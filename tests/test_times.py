@@ -96,3 +96,10 @@ def test_retrieval_training_with_iphone_and_samsung_times(tmp_path):
     assert set(np.round(t[np.isfinite(t)] - UTC_1606, 3)) <= {0.0, 72.302}
     p = loc.predict(ds.subset("test").paths())
     assert np.isfinite(p.lat).all()
+
+
+def test_collection_without_any_time_is_quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t, bad = capture_times_s(["", "", None])
+    assert bad == 3 and np.isnan(t).all()

@@ -125,7 +125,7 @@ def capture_times_s(values: Iterable, warn: bool = True) -> tuple[np.ndarray, in
 
     Offset-aware times are converted to UTC; naive ones are read in the collection's most common offset
     (UTC when none has an offset). ``n_bad`` counts values that are missing or unreadable (NaN in the
-    result); with ``warn`` one warning says how many of each.
+    result); with ``warn`` one warning says how many of each (none when no value has a time at all).
     """
     vals = list(values)
     parsed: list[tuple[_dt.datetime, int | None] | None] = []
@@ -146,7 +146,7 @@ def capture_times_s(values: Iterable, warn: bool = True) -> tuple[np.ndarray, in
         if p is not None:
             t, off = p
             out[i] = (t - epoch).total_seconds() - 60.0 * (local if off is None else off)
-    if warn and (missing or garbage):
+    if warn and (garbage or 0 < missing < len(vals)):  # none at all: a collection without times, no news
         warnings.warn(f"capture time missing for {missing} and unreadable for {garbage} of {len(vals)} photo(s); "
                       f"those are grouped into spots by position only", CaptureTimeWarning, stacklevel=2)
     return out, missing + garbage
