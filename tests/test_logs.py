@@ -67,3 +67,16 @@ def test_innermost_step_is_named():
             with step("inner", input="b"):
                 raise KeyError("k")
     assert step_of(ei.value) == ("inner", "b")
+
+
+def test_own_warnings_print_as_one_plain_line(monkeypatch):
+    import warnings
+
+    from campusgps.cli.main import _plain_warnings
+    from campusgps.exif.times import CaptureTimeWarning
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    _plain_warnings("train")
+    assert warnings.formatwarning(CaptureTimeWarning("x"), CaptureTimeWarning, "f.py", 1) == \
+        "campusgps train: warning: x\n"
+    assert "f.py:1" in warnings.formatwarning(UserWarning("y"), UserWarning, "f.py", 1)

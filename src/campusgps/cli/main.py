@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    _plain_warnings(args.command)
     try:
         return int(args._run(args) or 0)
     except UserError as e:
@@ -84,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
         log = write_crash_log(args.command, e, argv, log_dirs(getattr(args, "out", None), _dataset_arg(args)))
         print(crash_line(args.command, e, log), file=sys.stderr)
         return 1
+
+
+def _plain_warnings(command: str) -> None:
+    """Our own warnings (e.g. unreadable capture times) print as one plain line, not with source lines."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def fmt(message, category, filename, lineno, line=None):
+        if getattr(category, "__module__", "").startswith("campusgps"):
+            return f"campusgps {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
 
 
 def _dataset_arg(args) -> str | None:
