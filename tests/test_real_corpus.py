@@ -204,3 +204,19 @@ def test_predict_skips_broken_real_files_naming_each_once(tmp_path, capsys):
     assert len(skipped) == 2 and all(ln.count(str(photos)) == 1 for ln in skipped), skipped
     got = pd.read_csv(tmp_path / "p.csv")
     assert sorted(got["file"].map(lambda f: f.rsplit("/", 1)[1])) == ["001.tif", "IMG_5195.HEIC", "Irvine_CA.avif"]
+
+
+def test_predict_on_the_whole_corpus_never_crashes(tmp_path, capsys):
+    """Every image-named file of the corpus is located or skipped with a reason; no traceback."""
+    from campusgps.cli.main import main
+    from campusgps.localizers.base import MeanLocalizer, iter_image_files
+    from conftest import make_toy_dataset
+
+    model = MeanLocalizer().fit(make_toy_dataset(tmp_path / "toy", n_spots=4, views=2)).save(tmp_path / "m.cgps")
+    files = iter_image_files([CORPUS])
+    rc = main(["predict", str(model), str(CORPUS), "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err and "internal error" not in err, err[-2000:]
+    skipped = [ln for ln in err.splitlines() if ": skipped " in ln]
+    assert len(pd.read_csv(tmp_path / "p.csv")) + len(skipped) == len(files) >= 145
+    assert len(skipped) <= 2, skipped  # only the truncated JPEG (and nothing else) is unreadable
