@@ -145,7 +145,7 @@ def test_ingest_whole_corpus(tmp_path):
     rej = pd.read_csv(tmp_path / "ds" / "rejected.csv")
     assert len(ds) + len(rej) == len(files) and set(rej["reason"]) <= set(REASONS)
     by = rej["reason"].value_counts().to_dict()
-    assert len(ds) == 28 and by == {"no_gps": 121, "duplicate": 2, "not_an_image": 1}, (len(ds), by)
+    assert len(ds) == res.added == 28 and by == {"no_gps": 121, "duplicate": 2, "not_an_image": 1}, (len(ds), by)
     m = ds.manifest.set_index(ds.manifest["source_path"].str.replace(str(CORPUS) + "/", "", regex=False))
     for rel, (lat, lon) in HAND_GPS.items():
         assert m.at[rel, "lat"] == pytest.approx(lat, abs=1e-6) and m.at[rel, "lon"] == pytest.approx(lon, abs=1e-6)
