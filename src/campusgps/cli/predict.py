@@ -4,7 +4,7 @@ from __future__ import annotations
 HELP = "locate photos (files or folders) with a trained model -> CSV or GeoJSON"
 DESCRIPTION = """Locate photos with a model bundle written by `campusgps train`.
 
-PATH may be image files or folders (searched recursively for JPEG/PNG/TIFF/HEIC/WebP/BMP).
+PATH may be image files or folders (searched recursively for JPEG/MPO/PNG/TIFF/HEIC/AVIF/WebP/BMP).
 Output: one row (CSV) or one point feature (GeoJSON) per photo with lat, lon and radius_m (the truth lies
 within radius_m about 90 % of the time), plus flags. Without --out, CSV goes to stdout.
 Unreadable files are reported on stderr and skipped; the rest are still located.
