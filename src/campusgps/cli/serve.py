@@ -52,15 +52,18 @@ def run(args) -> int:
                         f"regression --out {path}`)")
 
     from campusgps.localizers.base import Localizer
+    from campusgps.logs import step
     from campusgps.serving.app import run_server
 
-    loc = Localizer.load(path)  # BundleError (a UserError) -> exit 2, before binding the port
+    with step("loading the model", input=path):
+        loc = Localizer.load(path)  # BundleError (a UserError) -> exit 2, before binding the port
     _check_port_free(settings.host, settings.port)
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
     url = f"http://{shown}:{settings.port}"
     print(f"campusgps serve: {loc.method} model {path} — page {url}/ , API {url}/v1/locate , docs {url}/docs "
           f"(Ctrl+C to stop)", file=sys.stderr, flush=True)
-    run_server(loc, settings)
+    with step("serving", input=f"{settings.host}:{settings.port}"):
+        run_server(loc, settings)
     return 0
 
 

@@ -85,7 +85,10 @@ def run(args) -> int:
     if "checkpoint" in mine and not getattr(args, "checkpoint", None):
         overrides["checkpoint"] = str(out.with_name(out.name + ".ckpt"))
     cfg = from_args(cls.Config, args, **overrides)
-    ds = Dataset.open(args.dataset)
+    from campusgps.logs import step
+
+    with step("opening the dataset", input=args.dataset):
+        ds = Dataset.open(args.dataset)
     if len(ds) == 0:
         raise UserError(f"{args.dataset}: the dataset is empty; ingest photos first (`campusgps ingest SRC --out "
                         f"{args.dataset}`)")
@@ -94,10 +97,12 @@ def run(args) -> int:
     if "progress" in inspect.signature(loc.fit).parameters:
         kw["progress"] = True
     t0 = time.time()
-    loc.fit(ds, **kw)
+    with step(f"training {args.method}", input=args.dataset):
+        loc.fit(ds, **kw)
     seconds = time.time() - t0
     loc.info.setdefault("train_seconds", seconds)
-    loc.save(out)
+    with step("saving the model", input=out):
+        loc.save(out)
     rec = run_record(cfg, command="train", method=args.method, dataset=str(Path(args.dataset).resolve()),
                      out=str(out.resolve()), seconds=round(seconds, 2),
                      summary={k: loc.info[k] for k in ("data", "val", "calibration", "training", "backbone")

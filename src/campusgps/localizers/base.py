@@ -298,7 +298,7 @@ class MeanLocalizer(Localizer):
 
 def iter_image_files(paths: Iterable[str | Path], recursive: bool = True) -> list[Path]:
     """Expand files and folders into a sorted list of image-looking files."""
-    exts = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif", ".webp", ".bmp"}
+    exts = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif", ".avif", ".webp", ".bmp", ".mpo"}
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():

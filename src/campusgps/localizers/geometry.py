@@ -362,15 +362,10 @@ def intersect_rays(origins: np.ndarray, bearings_rad: np.ndarray, weights: np.nd
 
 
 def parse_times_s(taken_at) -> np.ndarray:
-    """ISO 8601 capture times -> seconds (float; NaN where missing or unparsable)."""
-    import pandas as pd
+    """Capture times -> seconds UTC (NaN where missing or unreadable); see exif.times.capture_times_s."""
+    from campusgps.exif.times import capture_times_s
 
-    s = pd.to_datetime(pd.Series(list(taken_at), dtype="object").replace("", None), errors="coerce",
-                       format="mixed")
-    if getattr(s.dt, "tz", None) is not None:
-        s = s.dt.tz_convert(None)
-    out = (s - pd.Timestamp("1970-01-01")).dt.total_seconds().to_numpy(dtype=np.float64)
-    return out
+    return capture_times_s(taken_at)[0]
 
 
 def spot_ids(en: np.ndarray, times_s: np.ndarray | None = None, gap_s: float = 20.0, link_m: float = 5.0,
