@@ -72,7 +72,7 @@ class RegressionConfig:
     fast: str = field(default="auto", metadata={"help": "feature inference path: auto (fastest verified), onnx, "
                                                         "bf16, eager, cuda",
                                                 "choices": ["auto", "onnx", "bf16", "eager", "cuda"]})
-    radius_coverage: float = field(default=0.9, metadata={"help": "radius calibrated to hold the truth this often"})
+    radius_target: float = field(default=0.9, metadata={"help": "radius calibrated to hold the truth this often"})
     min_train: int = field(default=8, metadata={"help": "refuse to train with fewer training photos"})
     checkpoint: str = field(default="", metadata={"help": "checkpoint file written every epoch (CLI: MODEL.ckpt)"})
     resume: bool = field(default=False, metadata={"help": "continue from the checkpoint"})
@@ -215,7 +215,7 @@ class RegressionLocalizer(Localizer):
         raw = self._raw_radius(ls, len(err))
         from campusgps.localizers.calibration import calibration_info
 
-        cal = calibration_info(raw, err, cfg.radius_coverage)
+        cal = calibration_info(raw, err, cfg.radius_target)
         self.radius_scale = cal["radius_scale"]
         self.ref_en = en_tr.astype(np.float32)  # training positions: the server's offline basemap
         self.info.update({
@@ -237,7 +237,7 @@ class RegressionLocalizer(Localizer):
         return np.exp(log_sigma.astype(np.float64)) * self.scale * np.sqrt(-2 * np.log(0.1))
 
     # --- prediction ----------------------------------------------------------------------------------
-    def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
+    def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
         feats = self._bb.embed(images, batch_size=32)
         mu, ls = _head_predict(self._model, feats, self._bb.device)
         en = mu.astype(np.float64) * self.scale + self.center
@@ -325,10 +325,7 @@ def _head_predict(model, feats: np.ndarray, device):
 def _splits(dataset, min_train: int, seed: int):
     """(train, val, note). No val split: hold out ~15 % of training rows for early stopping/calibration."""
     splits = dataset.manifest["split"]
-    if not (splits == "train").any():
-        raise UserError(f"{dataset.root}: no training split (every sample's split is empty); "
-                        f"run `campusgps split {dataset.root}` first")
-    train = dataset.subset("train")
+    train = dataset.training_rows(require_split=True)
     if len(train) < min_train:
         raise UserError(f"{dataset.root}: only {len(train)} training photos; regression needs at least {min_train}. "
                         f"Add photos, or re-split with smaller --val/--test (`campusgps split {dataset.root} "
