@@ -84,6 +84,10 @@ class EnsembleLocalizer(Localizer):
         self.member_bytes: list[bytes] = []
         self.scale = 1.0
 
+    @property
+    def uses_references(self) -> bool:  # exclude_ids is passed on to every member
+        return any(m.uses_references for m in self.members)
+
     def input_max_side(self) -> int | None:
         sides = [m.input_max_side() for m in self.members]
         return None if any(s is None for s in sides) else max(sides or [1024])

@@ -50,7 +50,7 @@ class RetrievalConfig:
     add_val_to_index: bool = field(default=True, metadata={"help": "add validation photos to the index after "
                                                                   "calibration"})
     thumbnails: bool = field(default=True, metadata={"help": "keep ~128 px JPEG thumbnails of references"})
-    thumb_px: int = 128
+    thumb_px: int = field(default=128, metadata={"help": "thumbnail size in pixels (longer side)"})
     tta: bool = field(default=False, metadata={"help": "photometric test-time augmentation of query descriptors"})
     night_views: int = field(default=2, metadata={
         "help": "extra low-light descriptors indexed per reference (0: none, 1: + night, 2: + night and dusk); "
@@ -58,8 +58,8 @@ class RetrievalConfig:
     night_query_lum: float = field(default=0.0, metadata={
         "help": "search the low-light views only for queries darker than this mean luminance (0-255); "
                 "0: for every query"})
-    batch_size: int = 32
-    seed: int = 0
+    batch_size: int = field(default=32, metadata={"help": "images per backbone batch"})
+    seed: int = field(default=0, metadata={"help": "random seed (held-out slice, projection head)"})
 
 
 @register
