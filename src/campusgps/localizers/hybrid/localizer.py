@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -22,6 +23,18 @@ from campusgps.localizers.selection import calibrate_radius, choices, even_sampl
 from campusgps.localizers.spots import spot_centres, spot_ids
 
 HYBRID_STATE_VERSION = 1
+
+
+@dataclass
+class HeldOut:
+    """Held-out photos for the hybrid's selection and calibration: their retrieval search (S, I), true
+    positions, ``load(j)`` -> image, where they come from, and their spot ids (None for val photos)."""
+    S: np.ndarray
+    I: np.ndarray
+    truth: np.ndarray
+    load: Callable[[int], np.ndarray]
+    source: str
+    groups: np.ndarray | None = None
 
 
 @dataclass
@@ -142,9 +155,9 @@ class HybridLocalizer(RetrievalLocalizer):
                        "low_kp_factor": self.cfg.low_kp_factor or 1.0}
         held = self._held_out_mapped(train) if self.cfg.select_on == "mapped" else self._held_out_val(val, val_en)
         if held is not None:
-            self._select_and_calibrate(*held, choices_out)
+            self._select_and_calibrate(held, choices_out)
 
-    def _held_out_mapped(self, train):
+    def _held_out_mapped(self, train) -> HeldOut | None:
         """Mapping photos searched with their own spot left out (their GPS fix is shared by the whole spot),
         scored against their own labels: held-out queries from the mapped area."""
         spot, _ = self._spots()
@@ -163,9 +176,9 @@ class HybridLocalizer(RetrievalLocalizer):
             s_, i_ = S0[j][keep][:width], I0[j][keep][:width]
             S[j, :len(s_)], I[j, :len(i_)] = s_, i_
         load = lambda j: train.load_image(int(pick[j]), max_side=self.input_max_side())  # noqa: E731
-        return S, I, self.ref_en[ref_of], load, "mapped (own spot left out)"
+        return HeldOut(S, I, self.ref_en[ref_of], load, "mapped (own spot left out)", groups=spot[ref_of])
 
-    def _held_out_val(self, val, val_en):
+    def _held_out_val(self, val, val_en) -> HeldOut | None:
         """The location-grouped val photos (an even sample of at most ``calib_max``)."""
         if val is None or len(val) < 5:
             return None
@@ -173,7 +186,7 @@ class HybridLocalizer(RetrievalLocalizer):
         val, val_en = val.rows(pk), val_en[pk]
         S, I = self._search(self.proj(self._raw_from_dataset(val)), max(self.cfg.shortlist, self.fusion["k"]))
         load = lambda j: val.load_image(j, max_side=self.input_max_side())  # noqa: E731
-        return S, I, val_en, load, "val (location-grouped)"
+        return HeldOut(S, I, val_en, load, "val (location-grouped)")
 
     def _candidates(self):
         c = self.cfg
@@ -183,8 +196,8 @@ class HybridLocalizer(RetrievalLocalizer):
                 choices(c.hybrid_bandwidth_m, [5.0, 10.0, 20.0]), aggs, choices(c.low_kp_factor, [1.0, 0.6])):
             yield {"min_inliers": mi, "power": pw, "bandwidth_m": bw, "agg": agg, "low_kp_factor": lf}
 
-    def _select_and_calibrate(self, S, I, truth, load, source: str, choices_out: dict) -> None:
-        SL = self.cfg.shortlist
+    def _select_and_calibrate(self, held: HeldOut, choices_out: dict) -> None:
+        S, I, truth, load, SL = held.S, held.I, held.truth, held.load, self.cfg.shortlist
         records = []  # (retrieval search, inliers) per held-out photo, computed once
         for j in range(len(S)):
             nkp, inl = self._verify(load(j), S[j][:SL], I[j][:SL])
@@ -207,7 +220,7 @@ class HybridLocalizer(RetrievalLocalizer):
         scale, cov = calibrate_radius(rr, err, self.cfg.radius_target, min_n=3)
         self.hybrid["radius_scale"] = scale
         choices_out["hybrid"] = {
-            **params, "selected_on": source, "n_held_out": int(len(S)), "held_out_median_m": best["median_m"],
+            **params, "selected_on": held.source, "n_held_out": int(len(S)), "held_out_median_m": best["median_m"],
             "held_out_mean_m": best["mean_m"], "held_out_verified": float(np.isfinite(rr).mean()),
             "held_out_coverage": cov, "retrieval_held_out_median_m": float(np.median(np.hypot(*(retr - truth).T))),
             "note": "errors vs the held-out photos' own (noisy) GPS labels"}
