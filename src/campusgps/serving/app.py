@@ -37,8 +37,8 @@ def fitted_metadata(localizer) -> dict:
 
     The one place the server touches the localizer's fitted state.
     """
-    localizer._require_fitted()
-    meta = getattr(localizer, "bundle_meta", None)
+    localizer.require_fitted()
+    meta = localizer.bundle_meta
     if meta is None:
         try:
             meta = localizer.metadata()
