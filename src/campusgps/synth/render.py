@@ -24,7 +24,9 @@ import numpy as np
 
 from campusgps.synth.camera import Camera
 from campusgps.synth.textures import SKY_EL_MAX, SKY_EL_MIN, SKY_H, SKY_W
-from campusgps.synth.world import GROUND_PPM, LIGHT_PPM, WALL_PPM, World
+from campusgps.synth.facades import WALL_PPM
+from campusgps.synth.ground import GROUND_PPM, LIGHT_PPM
+from campusgps.synth.world import World
 
 K_HITS = 10
 SHADOW_PPM = 2.0
