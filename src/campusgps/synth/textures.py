@@ -166,7 +166,6 @@ def make_facade(rng: np.random.Generator, style: dict, width_m: float, height_m:
     layout = style["layout"]
     lit_p = style["lit"]
     door_bay = nb // 2 if door else -1
-    sky_ref = np.linspace(1.3, 0.7, max(2, int(style["win_h"] * ppm)), dtype=np.float32)
 
     def window(x0, y0, x1, y1, lit):
         x0, y0, x1, y1 = (int(round(v)) for v in (x0, y0, x1, y1))
