@@ -116,18 +116,10 @@ def _make_lite_classes():
         def forward(self, x):
             return self.block(x, drop_connect_rate=self.drop_rate if self.training else None)
 
-    class _LiteStem(nn.Module):
-        def __init__(self, m):
+    class _ConvBnAct(nn.Module):  # the stem and the head (same parameter names: stages.N.conv/bn)
+        def __init__(self, conv, bn, act):
             super().__init__()
-            self.conv, self.bn, self.act = m._conv_stem, m._bn0, m._swish
-
-        def forward(self, x):
-            return self.act(self.bn(self.conv(x)))
-
-    class _LiteHead(nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.conv, self.bn, self.act = m._conv_head, m._bn1, m._swish
+            self.conv, self.bn, self.act = conv, bn, act
 
         def forward(self, x):
             return self.act(self.bn(self.conv(x)))
@@ -137,8 +129,9 @@ def _make_lite_classes():
             super().__init__()
             n = len(m._blocks)
             dc = m._global_params.drop_connect_rate or 0.0
-            self.stages = nn.ModuleList([_LiteStem(m)] + [_LiteBlock(b, dc * i / n) for i, b in enumerate(m._blocks)]
-                                        + [_LiteHead(m)])
+            self.stages = nn.ModuleList([_ConvBnAct(m._conv_stem, m._bn0, m._swish)]
+                                        + [_LiteBlock(b, dc * i / n) for i, b in enumerate(m._blocks)]
+                                        + [_ConvBnAct(m._conv_head, m._bn1, m._swish)])
 
         def forward(self, x):
             return self.run_stages(x)
