@@ -42,7 +42,7 @@ from campusgps.errors import UserError
 from campusgps.ingest.clean import Sieve
 from campusgps.ingest.scan import correct_existing, plan_jobs, walk_files
 from campusgps.ingest.store import merge_rows, read_rejected, write_rejected  # noqa: F401  (write_rejected: API)
-from campusgps.ingest.worker import dhash64, process_file  # noqa: F401  (tests patch pipeline.process_file)
+from campusgps.ingest.worker import process_file  # tests patch pipeline.process_file
 
 REASONS = ("unreadable", "not_an_image", "decompression_bomb", "no_gps", "zero_or_out_of_range",
            "outside_bbox", "low_accuracy", "truncated", "duplicate", "near_duplicate", "isolated",

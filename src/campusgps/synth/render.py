@@ -22,70 +22,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from campusgps.synth.billboards import draw_billboards
 from campusgps.synth.camera import Camera
-from campusgps.synth.textures import SKY_EL_MAX, SKY_EL_MIN, SKY_H, SKY_W
 from campusgps.synth.facades import WALL_PPM
 from campusgps.synth.ground import GROUND_PPM, LIGHT_PPM
+from campusgps.synth.lighting import COND, LAMP_LIGHT, WINDOW_LIGHT, Lighting, shadow_map
+from campusgps.synth.textures import SKY_EL_MAX, SKY_EL_MIN, SKY_H, SKY_W
 from campusgps.synth.world import World
 
 K_HITS = 10
-SHADOW_PPM = 2.0
-
-
-@dataclass
-class Lighting:
-    condition: str = "day"     # day | overcast | dusk | night
-    sun_az_deg: float = 150.0  # compass direction towards the sun
-    sun_el_deg: float = 45.0
-    exposure: float = 1.0
-    wb: tuple = (1.0, 1.0, 1.0)
-
-
-_COND = {
-    #            amb_wall sun_wall amb_ground sun_ground tint              haze_colour        fog_m
-    "day":      (0.58, 0.55, 0.58, 0.50, (1.0, 1.0, 1.0), (200, 215, 235), 420.0),
-    "overcast": (0.86, 0.08, 0.84, 0.00, (0.97, 0.99, 1.02), (195, 198, 204), 220.0),
-    "dusk":     (0.42, 0.35, 0.42, 0.25, (1.05, 0.80, 0.62), (190, 130, 110), 260.0),
-    "night":    (0.075, 0.0, 0.07, 0.0, (0.55, 0.65, 1.0), (18, 20, 32), 150.0),
-}
-WINDOW_LIGHT = np.array([255, 215, 150], np.float32)
-LAMP_LIGHT = np.array([255, 200, 135], np.float32)
-
-
-def _shadow_map(world: World, light: Lighting, cam: Camera, radius: float = 160.0):
-    """Ground shadow mask (1 = sunlit) around the camera; (map, x0, y1) or None without sun."""
-    if light.condition not in ("day", "dusk") or light.sun_el_deg <= 1.0:
-        return None
-    x0, y0 = cam.x - radius, cam.y - radius
-    n = int(2 * radius * SHADOW_PPM)
-    m = np.full((n, n), 255, np.uint8)
-    az, el = math.radians(light.sun_az_deg), math.radians(light.sun_el_deg)
-    k = 1.0 / max(math.tan(el), 0.08)
-    off = -np.array([math.sin(az), math.cos(az)]) * k  # shadow direction per metre of height
-    y1 = cam.y + radius
-
-    def px(pts):
-        return np.stack([(pts[:, 0] - x0) * SHADOW_PPM, (y1 - pts[:, 1]) * SHADOW_PPM], -1)
-
-    for c, h in world.footprints:
-        if abs(c[0, 0] - cam.x) > radius + 60 or abs(c[0, 1] - cam.y) > radius + 60:
-            continue
-        pts = np.concatenate([c, c + off * h])
-        hull = cv2.convexHull(px(pts).astype(np.float32)).astype(np.int32)
-        cv2.fillConvexPoly(m, hull, 0)
-    ob = world.objects
-    near = (np.abs(ob["x"] - cam.x) < radius) & (np.abs(ob["y"] - cam.y) < radius)
-    for i in np.nonzero(near)[0]:
-        sp = world.sprites[ob["sprite"][i]]
-        if sp.kind != "tree":
-            continue
-        h = sp.h_m * 0.62
-        cxy = px(np.array([[ob["x"][i], ob["y"][i]]]) + off * h)[0]
-        r = sp.w_m * 0.45 * SHADOW_PPM
-        cv2.ellipse(m, (int(cxy[0]), int(cxy[1])), (int(r * (1 + 0.3 * min(k, 3))), int(r)),
-                    -math.degrees(math.atan2(-off[1], off[0])), 0, 360, 60, -1)
-    m = cv2.GaussianBlur(m, (0, 0), 0.8)
-    return m, x0, y1
 
 
 @dataclass
@@ -213,7 +158,7 @@ def _walls(world: World, light: Lighting, cam: Camera, v: _View, zbuf, label):
         return zbuf, None, None, None
     segK, sK, uK = hits
     S, Hr, Wr, b, z0 = world.seg, v.Hr, v.Wr, v.b, v.z0
-    amb_w, sun_w = _COND[light.condition][:2]
+    amb_w, sun_w = COND[light.condition][:2]
     wall_ax = np.zeros((Hr, Wr), np.float32)
     wall_ay = np.zeros((Hr, Wr), np.float32)
     wall_sh = np.zeros((Hr, Wr), np.float32)
@@ -264,7 +209,7 @@ def _mip_lookup(levels, mapx, mapy, lvl, border=cv2.BORDER_REFLECT):
 
 def _shade_ground(world, cam, light, v: _View, img, emit, gmask, sg, gx, gy):
     """Ground texture, sun/shadow shading and lamp light; -> the shadow map (or None) for the billboards."""
-    amb_w, sun_w, amb_g, sun_g = _COND[light.condition][:4]
+    amb_w, sun_w, amb_g, sun_g = COND[light.condition][:4]
     night, dusk = light.condition == "night", light.condition == "dusk"
     gx0, gy0, gx1, gy1 = world.ground_box
     z0 = v.z0
@@ -274,7 +219,7 @@ def _shade_ground(world, cam, light, v: _View, img, emit, gmask, sg, gx, gy):
     glvl = np.log2(np.maximum(fp * GROUND_PPM, 1e-3)) + 0.3
     gbase = _mip_lookup(world.ground, gmx, gmy, glvl)
     gshade = np.full((v.Hr, v.Wr), amb_g, np.float32)
-    sh = _shadow_map(world, light, cam)
+    sh = shadow_map(world, light, cam)
     if sh is not None and sun_g > 0:
         m_, sx0, sy1 = sh
         lit = cv2.remap(m_, ((gx - sx0) * 2.0).astype(np.float32), ((sy1 - gy) * 2.0).astype(np.float32),
@@ -293,7 +238,7 @@ def _shade_ground(world, cam, light, v: _View, img, emit, gmask, sg, gx, gy):
 
 def _shade_walls_ceiling(world, light, v: _View, img, emit, label, zbuf, walls, cmap) -> None:
     """Facade and ceiling textures with their lit windows / fixtures at dusk and night."""
-    amb_w = _COND[light.condition][0]
+    amb_w = COND[light.condition][0]
     night, dusk = light.condition == "night", light.condition == "dusk"
     _, wall_ax, wall_ay, wall_sh = walls
     wmask = label == 2
@@ -318,83 +263,9 @@ def _shade_walls_ceiling(world, light, v: _View, img, emit, label, zbuf, walls, 
         img[cmask] = rgb[cmask]
 
 
-def _billboard(world, light, v: _View, img, emit, zbuf, spr, dp, lat_i, x_i, y_i, sh) -> None:
-    """Draw one sprite at depth ``dp`` (depth-tested against ``zbuf``, hazed, lit at night)."""
-    amb_w, sun_w, _, _, _, haze_c, fog = _COND[light.condition]
-    night, dusk = light.condition == "night", light.condition == "dusk"
-    f, Wr, Hr = v.f, v.Wr, v.Hr
-    scale = f / dp
-    wpx, hpx = spr.w_m * scale, spr.h_m * scale
-    if hpx < 1.5:
-        return
-    xl = v.cxp + float(lat_i) * scale - wpx / 2
-    ybot = v.cyp + f * v.z0 / dp
-    yt = ybot - hpx
-    rx0, rx1 = max(0, int(math.floor(xl))), min(Wr, int(math.ceil(xl + wpx)))
-    ry0, ry1 = max(0, int(math.floor(yt))), min(Hr, int(math.ceil(ybot)))
-    if rx1 <= rx0 or ry1 <= ry0:
-        return
-    s0 = hpx / spr.img[0].shape[0]
-    lv = int(np.clip(math.floor(math.log2(max(1e-6, 1.0 / s0))), 0, len(spr.img) - 1))
-    src = spr.img[lv]
-    sc = hpx / src.shape[0]
-    M = np.array([[sc, 0, xl - rx0], [0, sc, yt - ry0]], np.float32)
-    wimg = cv2.warpAffine(src, M, (rx1 - rx0, ry1 - ry0), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0)).astype(np.float32)
-    alpha = wimg[..., 3] / 255.0 * (zbuf[ry0:ry1, rx0:rx1] > dp)
-    if not alpha.any():
-        return
-    shade = amb_w + sun_w * 0.6
-    if sh is not None:
-        m_, sx0, sy1 = sh
-        u_ = int((x_i - sx0) * 2.0)
-        v_ = int((sy1 - y_i) * 2.0)
-        if 0 <= v_ < m_.shape[0] and 0 <= u_ < m_.shape[1]:
-            shade = amb_w + sun_w * 0.6 * (m_[v_, u_] / 255.0)
-    rgb = wimg[..., :3] * shade
-    e = math.exp(-dp / fog)
-    rgb = rgb * e + np.asarray(haze_c, np.float32) * (1 - e)
-    a3 = alpha[..., None]
-    roi = img[ry0:ry1, rx0:rx1]
-    img[ry0:ry1, rx0:rx1] = roi * (1 - a3) + rgb * a3
-    if night or dusk:
-        em = np.zeros_like(rgb)
-        if spr.glow is not None:
-            gl = cv2.warpAffine(spr.glow[lv], M, (rx1 - rx0, ry1 - ry0), flags=cv2.INTER_LINEAR).astype(np.float32)
-            em += (gl / 255.0)[..., None] * LAMP_LIGHT * (1.0 if night else 0.5)
-        if night:  # objects near lamps are lit
-            gx0, _, _, gy1 = world.ground_box
-            u_ = int((x_i - gx0) * LIGHT_PPM)
-            v_ = int((gy1 - y_i) * LIGHT_PPM)
-            if 0 <= v_ < world.light.shape[0] and 0 <= u_ < world.light.shape[1]:
-                em += wimg[..., :3] * (world.light[v_, u_] / 255.0) * 0.6
-        eroi = emit[ry0:ry1, rx0:rx1]
-        emit[ry0:ry1, rx0:rx1] = eroi * (1 - a3) + em * e * a3
-
-
-def _billboards(world, cam, light, v: _View, img, emit, zbuf, occluders, sh) -> None:
-    """World objects + transient occluders, drawn far to near."""
-    ob = world.objects
-    xs = np.concatenate([ob["x"], np.array([o[0] for o in occluders], np.float64)])
-    ys = np.concatenate([ob["y"], np.array([o[1] for o in occluders], np.float64)])
-    sp = np.concatenate([ob["sprite"], np.array([o[2] for o in occluders], np.int32)])
-    rx, ry = xs - cam.x, ys - cam.y
-    depth = rx * v.Fx + ry * v.Fy
-    lat = rx * v.Rx + ry * v.Ry
-    tanh = (v.Wr / 2) / v.f
-    cand = np.nonzero((depth > 0.4) & (depth < 400) & (np.abs(lat) < depth * tanh + 6))[0]
-    cand = cand[np.argsort(-depth[cand], kind="stable")]
-    for i in cand:
-        spr = world.sprites[sp[i]]
-        dp = float(depth[i])
-        if spr.kind not in ("tree", "lamp") and dp > 80:
-            continue
-        _billboard(world, light, v, img, emit, zbuf, spr, dp, lat[i], xs[i], ys[i], sh)
-
-
 def _finish(light: Lighting, v: _View, img, emit, rng, roll_deg: float) -> np.ndarray:
     """Camera: white balance / exposure, sensor noise, roll and crop."""
-    tint = _COND[light.condition][4]
+    tint = COND[light.condition][4]
     img = (img * np.asarray(tint, np.float32) + emit) * (np.asarray(light.wb, np.float32) * light.exposure)
     if light.condition == "night":
         img = cv2.GaussianBlur(img, (0, 0), 0.7)
@@ -418,7 +289,7 @@ def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int =
     rng = np.random.default_rng(seed)
     v = _view(cam)
     Hr, Wr, b, z0 = v.Hr, v.Wr, v.b, v.z0
-    haze_c, fog = _COND[light.condition][5:]
+    haze_c, fog = COND[light.condition][5:]
     img = _sky(world, cam, light, v)
     emit = np.zeros((Hr, Wr, 3), np.float32)  # light sources: not tinted by the ambient colour
     label = np.zeros((Hr, Wr), np.uint8)  # 0 sky, 1 ground, 2 wall, 3 ceiling
@@ -443,5 +314,5 @@ def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int =
     img = np.where(solid[..., None], img * hz + np.asarray(haze_c, np.float32) * (1 - hz), img)
     if light.condition in ("night", "dusk"):
         emit *= np.where(solid[..., None], hz, 1.0)
-    _billboards(world, cam, light, v, img, emit, zbuf, occluders, sh)
+    draw_billboards(world, cam, light, v, img, emit, zbuf, occluders, sh)
     return _finish(light, v, img, emit, rng, cam.roll_deg)
