@@ -9,17 +9,10 @@ import numpy as np
 
 from campusgps.errors import UserError
 from campusgps.localizers.retrieval.views import LowLightView, low_light_kind, photometric_variants
+from campusgps.models.pooling import gem
 
 # what a feature cache that cannot serve a request raises (then the descriptors are computed directly)
 _CACHE_MISS = (ImportError, ValueError, KeyError, TypeError, NotImplementedError, UserError)
-
-
-def gem(maps: np.ndarray, p: float = 3.0, eps: float = 1e-6) -> np.ndarray:
-    """Generalised-mean pooling of (N, C, h, w) feature maps -> (N, C)."""
-    x = np.clip(np.asarray(maps, dtype=np.float32), eps, None)
-    if p == 1.0:
-        return x.mean(axis=(2, 3))
-    return np.power(np.power(x, p).mean(axis=(2, 3)), 1.0 / p)
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
