@@ -14,6 +14,13 @@ true_lat,true_lon, matched by base name, e.g. synth's OUT/truth.csv) also agains
 examples:
   campusgps evaluate model.cgps campus_ds --out eval/
   campusgps evaluate model.cgps queries_ds --split all --truth sim/truth.csv --reference campus_ds --out eval/
+  campusgps evaluate model.cgps my_photos_ds --split all --cross-fit 5 --out eval/   # small own sets
+
+--cross-fit K scores every photo of the split out of fold: the method (with the model's options) is refitted
+K times, each time without a fifth (K=5) of the photos, whole location groups at a time (photos within 5 m of
+each other), and locates the photos it left out; the other photos of the split train. The mean-position
+baseline is computed the same way. This is what a localizer trained on a few hundred photos is worth on
+photos of new spots; it takes K trainings. The robustness table is skipped.
 """
 
 
@@ -31,7 +38,9 @@ def add_arguments(p):
                    help="photos in the robustness subset (default 100; 0 skips the robustness table)")
     p.add_argument("--worst", type=int, default=12, metavar="K", help="worst predictions shown in the report (12)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0, help="seed of the robustness subset")
+    p.add_argument("--seed", type=int, default=0, help="seed of the robustness subset and of the cross-fit folds")
+    p.add_argument("--cross-fit", type=int, default=0, metavar="K",
+                   help="out-of-fold scores: refit the method K times without each photo's location group (e.g. 5)")
 
 
 def run(args) -> int:
@@ -43,18 +52,23 @@ def run(args) -> int:
 
     if args.robustness_n < 0 or args.worst < 0 or args.batch_size < 1:
         raise UserError("--robustness-n and --worst must be >= 0 and --batch-size >= 1")
+    if args.cross_fit == 1 or args.cross_fit < 0:
+        raise UserError(f"--cross-fit {args.cross_fit}: use at least 2 folds (0: score the model as it is)")
     from campusgps.logs import step
 
     with step("evaluating", input=f"{args.model} on {args.dataset}"):
         m = evaluate(args.model, args.dataset, split=args.split, truth=args.truth, out_dir=args.out,
                      robustness=args.robustness_n > 0, reference=args.reference, robustness_n=args.robustness_n,
-                     worst=args.worst, batch_size=args.batch_size, seed=args.seed, model_name=Path(args.model).name)
+                     worst=args.worst, batch_size=args.batch_size, seed=args.seed, model_name=Path(args.model).name,
+                     cross_fit=args.cross_fit)
     line = (f"{m['n']} photos: median {fmt_m(m['median_m'])}, P90 {fmt_m(m['p90_m'])}, "
             f"within 20 m {fmt_pct(m['acc_20m'])} vs labels")
     if "vs_truth" in m:
         v = m["vs_truth"]
         line += f"; median {fmt_m(v['median_m'])}, within 20 m {fmt_pct(v['acc_20m'])} vs truth"
     line += f" (mean-position baseline {fmt_m(m['baseline_mean_predictor_median_m'])})"
+    if args.cross_fit:
+        line += f"; out of fold, {args.cross_fit} refits"
     print(line)
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0

@@ -13,7 +13,6 @@ the decisions.
 from __future__ import annotations
 
 import sys
-import time
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -29,51 +28,10 @@ def _say(msg: str, quiet: bool) -> None:
         print(f"audit: {msg}", file=sys.stderr, flush=True)
 
 
-def cross_fit_predictions(localizer, dataset, rows: np.ndarray, folds: int, seed: int = 0, batch_size: int = 32,
-                          quiet: bool = False):
-    """Out-of-fold predictions for ``rows`` (indices of training rows of ``dataset``).
-
-    For each fold a fresh localizer of the same class and config is fitted on the dataset with that fold's
-    rows taken out of the train split. Returns a Prediction-like dict of arrays, or raises UserError.
-    """
-    from campusgps.dataset import Dataset
-
-    rng = np.random.default_rng(seed)
-    assign = rng.permutation(len(rows)) % folds
-    n = len(dataset)
-    out = {"lat": np.full(n, np.nan), "lon": np.full(n, np.nan), "radius_m": np.full(n, np.nan),
-           "neighbors": [[] for _ in range(n)], "errors": [None] * n}
-    paths = dataset.paths()
-    klass = type(localizer)
-    for k in range(folds):
-        held = rows[assign == k]
-        if len(held) == 0:
-            continue
-        m = dataset.manifest.copy()
-        m.loc[m.index[held], "split"] = "test"
-        fold_ds = Dataset(root=dataset.root, manifest=m, frame=dataset.frame)
-        t0 = time.perf_counter()
-        _say(f"fold {k + 1}/{folds}: refitting {localizer.method} without {len(held)} training photos", quiet)
-        try:
-            model = klass(localizer.cfg).fit(fold_ds)
-        except UserError:
-            raise
-        except Exception as e:
-            raise UserError(f"refitting {localizer.method} for out-of-fold predictions failed ({type(e).__name__}: "
-                            f"{e}); re-run with --cross-fit 0 to audit with the model as it is")
-        p = model.predict([paths[i] for i in held], batch_size=batch_size)
-        # positions in the fold model's frame are converted by predict(); neighbours carry lat/lon
-        for j, i in enumerate(held):
-            out["lat"][i], out["lon"][i], out["radius_m"][i] = p.lat[j], p.lon[j], p.radius_m[j]
-            out["neighbors"][i] = p.neighbors[j]
-            out["errors"][i] = p.errors[j]
-        _say(f"fold {k + 1}/{folds} done in {time.perf_counter() - t0:.1f} s", quiet)
-    return out
-
-
 def run_audit(model, dataset, split: str = "all", cross_fit: int = 3, seed: int = 0, batch_size: int = 32,
               quiet: bool = False) -> tuple[pd.DataFrame, dict]:
     """Locate every photo of ``split``; returns (table sorted worst first, context for the page)."""
+    from campusgps.evaluation.crossfit import cross_fit_predictions
     from campusgps.evaluation.inputs import open_dataset, open_localizer
     from campusgps.evaluation.references import find_references
     from campusgps.geo import haversine_m
@@ -97,13 +55,14 @@ def run_audit(model, dataset, split: str = "all", cross_fit: int = 3, seed: int 
     predicted_by = np.array([""] * n, dtype=object)
     direct = keep
     how = "the model as it is"
-    if cross_fit >= 2 and len(train_rows) >= cross_fit:
+    if cross_fit >= 2 and len(train_rows):
         try:
-            oof = cross_fit_predictions(loc, full, train_rows, cross_fit, seed, batch_size, quiet)
-            lat[train_rows], lon[train_rows], rad[train_rows] = (oof["lat"][train_rows], oof["lon"][train_rows],
-                                                                 oof["radius_m"][train_rows])
+            oof = cross_fit_predictions(loc, full, train_rows, cross_fit, seed, batch_size, quiet,
+                                        who="audit").prediction
+            lat[train_rows], lon[train_rows], rad[train_rows] = (oof.lat[train_rows], oof.lon[train_rows],
+                                                                 oof.radius_m[train_rows])
             for i in train_rows:
-                neighbors[i], errors[i] = oof["neighbors"][i], oof["errors"][i]
+                neighbors[i], errors[i] = oof.neighbors[i], oof.errors[i]
             predicted_by[train_rows] = f"out-of-fold ({cross_fit} folds)"
             direct = keep[~is_train[keep]]
             how = f"out-of-fold refits ({cross_fit} folds) for training photos, the model for the others"

@@ -180,16 +180,48 @@ def _metrics(table: pd.DataFrame, pred, frame, refs, places: dict, tstats: dict 
     return metrics
 
 
+def _out_of_fold_baseline(metrics: dict, table: pd.DataFrame, frame, info: dict) -> None:
+    """Replace the baseline by the out-of-fold one: each photo against the mean training position of the
+    refitted model that scored it."""
+    from campusgps.geo import haversine_m
+
+    c_en = info.pop("baseline_en")
+    c_lat, c_lon = frame.to_wgs84(c_en[:, 0], c_en[:, 1])
+    base = haversine_m(table["label_lat"].to_numpy(float), table["label_lon"].to_numpy(float), c_lat, c_lon)
+    metrics["baseline_mean_predictor_median_m"] = summarize(base)["median_m"]
+    metrics["baseline"] = {"source": f"out of fold: mean training position of each of the {info['folds']} refits",
+                           "center_lat": float(np.mean(c_lat)), "center_lon": float(np.mean(c_lon)),
+                           "vs_labels": summarize(base)}
+    if "vs_truth" in metrics:
+        tb = haversine_m(table["true_lat"].to_numpy(float), table["true_lon"].to_numpy(float), c_lat, c_lon)
+        metrics["vs_truth"]["baseline_mean_predictor_median_m"] = summarize(tb)["median_m"]
+        metrics["baseline"]["vs_truth"] = summarize(tb)
+    metrics["cross_fit"] = info
+
+
 def run_evaluation(model, dataset, split: str = "test", truth=None, reference=None, *, batch_size: int = 32,
                    robustness: bool = True, robustness_n: int = 100, area_grid: int = 3, seed: int = 0,
-                   progress: bool | None = None, prediction=None) -> EvalResult:
-    """Everything evaluate() computes, without writing files. ``prediction``: reuse a (Prediction, seconds)."""
+                   progress: bool | None = None, prediction=None, cross_fit: int = 0) -> EvalResult:
+    """Everything evaluate() computes, without writing files. ``prediction``: reuse a (Prediction, seconds).
+
+    ``cross_fit`` K >= 2: score every photo of ``split`` out of fold (evaluation/crossfit.py), the baseline too.
+    """
     loc = open_localizer(model)
     full = open_dataset(dataset)
     ds = _evaluated_split(full, split)
     m = ds.manifest
     truth_aligned, tstats = align_truth(truth, m, f"{full.root} (split {split})") if truth is not None else (None, None)
-    pred, seconds = prediction if prediction is not None else predict_dataset(loc, ds, batch_size, progress)
+    cf_info = None
+    if cross_fit:
+        from campusgps.evaluation.crossfit import cross_fit_split
+
+        if cross_fit < 2:
+            raise UserError(f"--cross-fit {cross_fit}: use at least 2 folds (or leave it out)")
+        pred, seconds, cf_info = cross_fit_split(loc, full, split, cross_fit, seed, batch_size,
+                                                 quiet=progress is False)
+        robustness = False  # perturbed copies would be scored by the full model, not out of fold
+    else:
+        pred, seconds = prediction if prediction is not None else predict_dataset(loc, ds, batch_size, progress)
     table = _prediction_table(m, pred, truth_aligned)
     refs = find_references(loc, full, reference)
     places = _add_places(table, m, truth_aligned, loc.frame, refs, area_grid)
@@ -197,6 +229,8 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
     table["read_error"] = [e or "" for e in pred.errors]
     table["top_ref_id"] = [str(nb[0].get("id", "")) if nb else "" for nb in pred.neighbors]
     metrics = _metrics(table, pred, loc.frame, refs, places, tstats, seconds)
+    if cf_info is not None:
+        _out_of_fold_baseline(metrics, table, loc.frame, cf_info)
     metrics.update({
         "split": split, "dataset": str(full.root), "method": getattr(loc, "method", "?"),
         "n_images": int(len(ds)), "n_unreadable": int(sum(e is not None for e in pred.errors)),
@@ -226,13 +260,15 @@ def prediction_csv_frame(res: EvalResult) -> pd.DataFrame:
 
 def evaluate(localizer, dataset, split: str = "test", truth=None, out_dir=None, robustness: bool = True, *,
              reference=None, robustness_n: int = 100, worst: int = 12, batch_size: int = 32, seed: int = 0,
-             progress: bool | None = None, model_name: str | None = None, report: bool = True) -> dict:
+             progress: bool | None = None, model_name: str | None = None, report: bool = True,
+             cross_fit: int = 0) -> dict:
     """Evaluate ``localizer`` (instance or bundle path) on ``dataset`` (instance or path) -> metrics dict.
 
     With ``out_dir``: writes ``metrics.json``, ``predictions.csv``, ``report.html`` and ``run.json``.
+    ``cross_fit`` K >= 2: out-of-fold scores (the method refitted K times without each photo's location group).
     """
     res = run_evaluation(localizer, dataset, split, truth, reference, batch_size=batch_size, robustness=robustness,
-                         robustness_n=robustness_n, seed=seed, progress=progress)
+                         robustness_n=robustness_n, seed=seed, progress=progress, cross_fit=cross_fit)
     if model_name is None:
         model_name = Path(str(localizer)).name if not hasattr(localizer, "predict") else res.localizer.method
     res.metrics["model"] = model_name
@@ -241,7 +277,8 @@ def evaluate(localizer, dataset, split: str = "test", truth=None, out_dir=None, 
                       run_info={"model": str(localizer) if not hasattr(localizer, "predict") else model_name,
                                 "dataset": str(res.metrics["dataset"]), "split": split,
                                 "truth": str(truth) if truth is not None and not isinstance(truth, pd.DataFrame)
-                                else None, "robustness_n": robustness_n if robustness else 0})
+                                else None, "robustness_n": robustness_n if robustness and not cross_fit else 0,
+                                "cross_fit": cross_fit})
     return res.metrics
 
 

@@ -240,6 +240,11 @@ def render_report(res, model_name: str = "model", worst: int = 12) -> str:
         ("seconds per photo", fmt_num(m.get("seconds_per_image"), 3)),
     ])]
     notes = [f"Baseline: {e(base['source'])}."]
+    if m.get("cross_fit"):
+        cf = m["cross_fit"]
+        notes.insert(0, f"<b>Out of fold</b>: every photo was scored by the method refitted {cf['folds']} times, each time "
+                        f"without that photo's location group ({cf['location_groups']} groups, "
+                        f"{cf['group_radius_m']:g} m); the model file itself was not used for these scores.")
     if ht:
         ln = m["vs_truth"].get("label_noise", {})
         notes.append(f"The labels themselves (phone GPS) are {fmt_m(ln.get('median_m'))} from the truth at the median, "
