@@ -7,6 +7,9 @@ DESCRIPTION = """Locate photos with a model bundle written by `campusgps train`.
 PATH may be image files or folders (searched recursively for JPEG/MPO/PNG/TIFF/HEIC/AVIF/WebP/BMP).
 Output: one row (CSV) or one point feature (GeoJSON) per photo with lat, lon and radius_m (the truth lies
 within radius_m about 90 % of the time), plus flags. Without --out, CSV goes to stdout.
+A photo that carries its own GPS is located from its pixels alone, then checked against that GPS:
+exif_distance_m says how far apart they are, flag exif_disagrees that the GPS lies outside the circle,
+flag exif_outside_area that it lies outside the mapped area (e.g. a shared photo from another city).
 Unreadable files are reported on stderr and skipped; the rest are still located.
 
 examples:
@@ -21,6 +24,14 @@ def add_arguments(p):
     p.add_argument("paths", metavar="PATH", nargs="+", help="photos or folders")
     p.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.geojson (default: CSV on stdout)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (32)")
+
+
+def _exif_cell(pred, i: int) -> str:
+    """Metres from the photo's own EXIF GPS to the answer; empty when the photo has none."""
+    import math
+
+    d = float(pred.exif_distance_m[i])
+    return f"{d:.1f}" if math.isfinite(d) else ""
 
 
 def run(args) -> int:
@@ -65,16 +76,17 @@ def run(args) -> int:
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["file", "lat", "lon", "radius_m", "flags"])
+        w.writerow(["file", "lat", "lon", "radius_m", "flags", "exif_distance_m"])
         for i in ok:
             w.writerow([str(files[i]), f"{pred.lat[i]:.8f}", f"{pred.lon[i]:.8f}", f"{pred.radius_m[i]:.2f}",
-                        ";".join(pred.flags[i])])
+                        ";".join(pred.flags[i]), _exif_cell(pred, i)])
         text = buf.getvalue()
     else:
         feats = []
         for i in ok:
             props = {"file": str(files[i]), "lat": float(pred.lat[i]), "lon": float(pred.lon[i]),
-                     "radius_m": float(pred.radius_m[i]), "flags": list(pred.flags[i])}
+                     "radius_m": float(pred.radius_m[i]), "flags": list(pred.flags[i]),
+                     "exif_distance_m": float(pred.exif_distance_m[i]) if _exif_cell(pred, i) else None}
             feats.append({"type": "Feature", "geometry": {"type": "Point",
                                                           "coordinates": [float(pred.lon[i]), float(pred.lat[i])]},
                           "properties": props})

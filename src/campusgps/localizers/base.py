@@ -73,6 +73,8 @@ class Prediction:
     ``neighbors[i]`` lists reference photos that support the answer: dicts with at least
     ``lat, lon, score`` and optionally ``id``, ``file``, ``inliers``.
     ``flags[i]`` holds short tags such as ``no_local_features`` or ``out_of_area``.
+    ``exif_distance_m[i]``: metres between the answer and the query's own EXIF GPS (NaN when it has none),
+    see ``localizers.exif_check``.
     """
 
     east: np.ndarray
@@ -83,6 +85,7 @@ class Prediction:
     neighbors: list[list[dict]] = field(default_factory=list)
     flags: list[list[str]] = field(default_factory=list)
     errors: list[str | None] = field(default_factory=list)
+    exif_distance_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __len__(self) -> int:
         return len(self.east)
@@ -92,6 +95,8 @@ class Prediction:
         self.neighbors = self.neighbors or [[] for _ in range(n)]
         self.flags = self.flags or [[] for _ in range(n)]
         self.errors = self.errors or [None] * n
+        if len(self.exif_distance_m) != n:
+            self.exif_distance_m = np.full(n, np.nan)
 
     @classmethod
     def empty(cls, n: int) -> "Prediction":
@@ -174,12 +179,14 @@ class Localizer:
         ``exclude_ids``: reference photos (by manifest id) the answer must not use (see ``uses_references``).
         """
         from campusgps.exif import load_image
+        from campusgps.localizers.exif_check import apply_exif_checks, exif_gps
         from campusgps.progress import progress_bar
 
         self.require_fitted()
         exclude_ids = frozenset(str(i) for i in exclude_ids)
         images = list(images)
         out = Prediction.empty(len(images))
+        gps: list = [None] * len(images)  # the queries' own EXIF GPS, checked against the answers
         bar = progress_bar(total=len(images), desc="locating", unit="img", enable=progress)
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
@@ -188,6 +195,7 @@ class Localizer:
                 try:
                     arrays.append(load_image(src, max_side=self.input_max_side()))
                     idx.append(start + j)
+                    gps[start + j] = exif_gps(src)
                 except ImageError as e:
                     out.errors[start + j] = str(e)
             if arrays:
@@ -208,6 +216,7 @@ class Localizer:
                 if "lat" not in d and "east" in d:
                     la, lo = self.frame.to_wgs84(d["east"], d["north"])
                     d["lat"], d["lon"] = float(la), float(lo)
+        apply_exif_checks(self, out, gps)
         return out
 
     def predict_gps(self, image) -> np.ndarray:

@@ -127,6 +127,7 @@ async def _locate(server, request: Request, t0: float):
     t_read = time.perf_counter()
     batcher, decoder = server.runtime()
     array = await _decode(server, batcher, decoder, data)
+    gps = await asyncio.get_running_loop().run_in_executor(decoder, exif_gps, data)  # the photo's own GPS
     del data
     t_dec = time.perf_counter()
     res = await _predict(server, batcher, array)
@@ -135,10 +136,24 @@ async def _locate(server, request: Request, t0: float):
     lat, lon = finite_or_none(res["lat"]), finite_or_none(res["lon"])
     if lat is None or lon is None:
         raise ApiError(500, f"the {server.method} model produced no position for this photo", "no_position")
+    exif_flags, res["exif_distance_m"] = check_one(server.localizer, lat, lon, res["radius_m"], gps)
+    res["flags"] = list(res["flags"] or []) + exif_flags
     server.count("served")
     timing = {"elapsed": round((time.perf_counter() - t0) * 1000, 2), "read": round((t_read - t0) * 1000, 2),
               "decode": round((t_dec - t_read) * 1000, 2)}
     return JSONResponse(locate_payload(server, res, lat, lon, timing))
+
+
+def exif_gps(data: bytes):
+    from campusgps.localizers.exif_check import exif_gps as read
+
+    return read(data)
+
+
+def check_one(localizer, lat, lon, radius_m, gps):
+    from campusgps.localizers.exif_check import check_one as check
+
+    return check(localizer, lat, lon, radius_m, gps)
 
 
 async def _decode(server, batcher, decoder, data: bytes):

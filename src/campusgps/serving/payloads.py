@@ -123,6 +123,7 @@ def locate_payload(server, res: dict, lat: float, lon: float, timing: dict) -> d
         "lat": lat, "lon": lon, "radius_m": finite_or_none(res["radius_m"]),
         "neighbors": [neighbor_json(d, server.thumbs) for d in list(res["neighbors"] or [])[:MAX_NEIGHBORS]],
         "flags": [str(f) for f in (res["flags"] or [])],
+        "exif_distance_m": finite_or_none(res.get("exif_distance_m", float("nan"))),
         "elapsed_ms": timing["elapsed"],
         "method": server.method,
         "timing_ms": {"read": timing["read"], "decode": timing["decode"],

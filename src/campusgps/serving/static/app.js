@@ -125,6 +125,14 @@
       const s = document.createElement("span"); s.className = "flag"; s.textContent = f.replace(/_/g, " ");
       els.flags.appendChild(s);
     });
+    if (r.exif_distance_m != null) {  // the photo carries its own GPS: say how far the answer is from it
+      const s = document.createElement("div"); s.id = "result-exif"; s.style.flexBasis = "100%";
+      const fl = r.flags || [];
+      s.textContent = "The photo's own GPS is " + Math.round(r.exif_distance_m) + " m from this answer" +
+        (fl.includes("exif_outside_area") ? ", outside the mapped area" : "") +
+        (fl.includes("exif_disagrees") ? " (outside the circle: they disagree)." : " (inside the circle).");
+      els.flags.appendChild(s);
+    }
     els.result.hidden = false;
 
     const here = [r.lat, r.lon];
