@@ -228,10 +228,10 @@ class HybridLocalizer(RetrievalLocalizer):
 
     # ------------------------------------------------------------------ predict
     def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
-        q = self.proj(self._raw_from_images(images, tta=self.cfg.tta))
-        S, I = self._search(q, max(self.cfg.shortlist, self.fusion["k"], 10), use_aug=self._dark_queries(images),
-                            exclude=exclude_ids)
-        out = self._predict_from_search(S, I)  # retrieval answer = fallback
+        raw = self._raw_from_images(images, tta=self.cfg.tta)
+        S, I = self._search(self.proj(raw), max(self.cfg.shortlist, self.fusion["k"], 10),
+                            use_aug=self._dark_queries(images), exclude=exclude_ids)
+        out = self._predict_from_search(S, I, raw)  # retrieval answer = fallback (out_of_area from raw too)
         for j, img in enumerate(images):
             self._verify_one(out, j, img, S[j][:self.cfg.shortlist], I[j][:self.cfg.shortlist])
         return out

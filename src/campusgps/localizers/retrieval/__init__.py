@@ -9,8 +9,8 @@ Pipeline (fit):
      kept only when it lowers the validation median error.
   4. FAISS inner-product index of the reference descriptors, serialised into the bundle.
   5. Fusion settings (k, similarity temperature, kernel bandwidth) chosen on validation; ``radius_m``
-     calibrated on validation (``calibration.fit_radius_scale``); out-of-area threshold from the validation
-     top-1 similarities.
+     calibrated on validation (``calibration.fit_radius_scale``); out-of-area thresholds from the validation
+     photos' top-10 similarity and likeness to the mapping photos (``ood``).
   6. Validation photos join the index afterwards (``add_val_to_index``), as more mapping photos.
   7. Low-light reference views (``night_views``, default 2): descriptors of a deterministic night rendering
      (darker, lower contrast, blue cast, noise) and dusk rendering (warm tint) of every reference are indexed
@@ -21,7 +21,7 @@ Pipeline (fit):
 
 Prediction: top-k neighbours (low-light views merged: each reference once, at its best similarity), weights exp((s - s_top)/tau), robust fusion (density mode + geometric
 median of the agreeing neighbours, see ``localizers.fusion.robust_fuse``), radius from the agreeing neighbours'
-spread. Weak best similarity -> flag ``out_of_area`` and a large radius.
+spread. Weak top-10 similarity or a photo unlike the mapping photos -> flag ``out_of_area`` and a large radius.
 
 Modules: ``views`` (TTA and low-light renderings), ``descriptors`` (GeM descriptors, feature cache, PCA,
 thumbnails), ``projection`` (whitening + geo-aligned head), ``index`` (FAISS search), ``fusion`` (neighbours ->

@@ -13,6 +13,7 @@ from campusgps.errors import BundleError
 from campusgps.localizers.base import Localizer, Prediction, register
 from campusgps.localizers.retrieval import descriptors as D
 from campusgps.localizers.retrieval import index as X
+from campusgps.localizers.retrieval import ood
 from campusgps.localizers.retrieval.fusion import fuse_with, raw_radius
 from campusgps.localizers.retrieval.projection import Projection
 from campusgps.localizers.retrieval.views import dark_queries
@@ -44,9 +45,9 @@ class RetrievalConfig:
     fusion: str = field(default="mode", metadata={"help": "mode|median|mean|top1",
                                                     "choices": ["mode", "median", "mean", "top1"]})
     radius_target: float = field(default=0.9, metadata={"help": "fraction of val truths inside radius_m"})
-    ood_percentile: float = field(default=1.0, metadata={"help": "val top-1 similarity percentile below which "
-                                                                 "(minus ood_margin) a photo is out of area"})
-    ood_margin: float = field(default=0.05, metadata={"help": "margin below that percentile"})
+    ood_percentile: float = field(default=2.0, metadata={"help": "held-out percentile of the out-of-area scores "
+                                                                 "(retrieval/ood.py) below which a photo is flagged"})
+    ood_margin: float = field(default=0.0, metadata={"help": "margin below that percentile"})
     add_val_to_index: bool = field(default=True, metadata={"help": "add validation photos to the index after "
                                                                   "calibration"})
     thumbnails: bool = field(default=True, metadata={"help": "keep ~128 px JPEG thumbnails of references"})
@@ -169,7 +170,7 @@ class RetrievalLocalizer(Localizer):
         # index of the train references; calibration on the held-out queries
         self._set_refs(proj(raw_tr[ref_mask]), en_tr[ref_mask], train.manifest[ref_mask],
                        aug=[proj(v[ref_mask]) for v in views_tr])
-        self._calibrate(proj(q_raw), q_en)
+        self._calibrate(proj(q_raw), q_en, q_raw)
         self._fit_extra(train.rows(ref_mask), val if ref_mask.all() else None, q_en, choices)
         if not ref_mask.all():  # the held-out calibration photos join the index as more references
             held = train.rows(~ref_mask)
@@ -229,8 +230,8 @@ class RetrievalLocalizer(Localizer):
         choices["fusion_grid"] = sel["grid"]
         return proj
 
-    def _calibrate(self, q_desc: np.ndarray, q_en: np.ndarray) -> None:
-        """radius_m scale (target coverage) and out-of-area similarity threshold on held-out queries."""
+    def _calibrate(self, q_desc: np.ndarray, q_en: np.ndarray, q_raw: np.ndarray | None = None) -> None:
+        """radius_m scale (target coverage) and out-of-area thresholds (``retrieval.ood``) on held-out queries."""
         from campusgps.localizers.selection import calibrate_radius
 
         S, I = self._search(q_desc, max(30, self.fusion["k"]))
@@ -242,10 +243,11 @@ class RetrievalLocalizer(Localizer):
         raw_r, errs = np.array(raw_r), np.array(errs)
         scale, cov = calibrate_radius(raw_r, errs, self.cfg.radius_target)
         top1 = S[:, 0] if len(S) else np.array([0.0])
-        thr = float(np.percentile(top1, self.cfg.ood_percentile) - self.cfg.ood_margin)
         ext = self.ref_en
         campus_r = float(np.percentile(np.hypot(*(ext - np.median(ext, 0)).T), 100)) if len(ext) else 100.0
-        self.calib = {"radius_scale": scale, "ood_threshold": thr, "far_radius_m": max(1000.0, 3 * campus_r),
+        self.calib = {"radius_scale": scale, **ood.calibrate(S, q_raw, self.proj, self.cfg.ood_percentile,
+                                                             self.cfg.ood_margin),
+                      "far_radius_m": max(1000.0, 3 * campus_r),
                       "val_top1_sim": {"p1": float(np.percentile(top1, 1)), "median": float(np.median(top1))},
                       "val_coverage": cov if len(errs) else None,
                       "val_median_m": float(np.median(errs)) if len(errs) else None}
@@ -334,19 +336,21 @@ class RetrievalLocalizer(Localizer):
 
     # ------------------------------------------------------------------ predict
     def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
-        q = self.proj(self._raw_from_images(images, tta=self.cfg.tta))
-        S, I = self._search(q, max(self.fusion["k"], 10), use_aug=self._dark_queries(images), exclude=exclude_ids)
-        return self._predict_from_search(S, I)
+        raw = self._raw_from_images(images, tta=self.cfg.tta)
+        S, I = self._search(self.proj(raw), max(self.fusion["k"], 10), use_aug=self._dark_queries(images),
+                            exclude=exclude_ids)
+        return self._predict_from_search(S, I, raw)
 
-    def _predict_from_search(self, S, I) -> Prediction:
+    def _predict_from_search(self, S, I, raw=None) -> Prediction:
         n = len(S)
+        far = ood.out_of_area(self.calib, S, raw, self.proj)
         out = Prediction(east=np.zeros(n), north=np.zeros(n), radius_m=np.zeros(n))
         for j in range(n):
             f, sims, idx = fuse_with(self.ref_en, S[j], I[j], self.fusion)
             out.east[j], out.north[j] = f.center
             out.radius_m[j] = self.calib.get("radius_scale", 1.0) * raw_radius(f, self.fusion["bandwidth_m"])
             out.neighbors[j] = self._neighbors(S[j], I[j], agree=set(idx[f.agree].tolist()))
-            if S[j][0] < self.calib.get("ood_threshold", -np.inf):
+            if far[j]:
                 out.flags[j].append("out_of_area")
                 out.radius_m[j] = max(out.radius_m[j], self.calib.get("far_radius_m", 1000.0))
         return out
