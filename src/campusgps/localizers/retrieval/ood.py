@@ -14,7 +14,8 @@ A query below either threshold is flagged ``out_of_area``. Measured on the simul
 retrieval): the 150 decodable real photos of ``../shared/data/exif-corpus`` (GPS stripped, pixels only) are
 95 % flagged at the 2nd percentile and the campus's own 300 held-out query photos 2 % (the best similarity
 alone, the old rule, flagged 0 of the 150). Bundles calibrated before carry only ``ood_threshold`` on the
-best similarity, which is still honoured.
+best similarity, which is still honoured. With fewer than ``SMALL_HELD_OUT`` held-out photos the thresholds
+are extrapolated (normal approximation) and more lenient: a model of 9 photos cannot tell much.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 from campusgps.localizers.retrieval.descriptors import l2n
 
 KNN_K = 10
+SMALL_HELD_OUT = 30  # fewer held-out photos: a low percentile cannot be estimated, extrapolate (normal)
 
 
 def knn_score(S: np.ndarray, k: int = KNN_K) -> np.ndarray:
@@ -44,16 +46,29 @@ def domain_score(raw: np.ndarray | None, proj) -> np.ndarray | None:
     return l2n(raw).astype(np.float64) @ (m / np.linalg.norm(m))
 
 
+def _threshold(x: np.ndarray, percentile: float, margin: float) -> float:
+    """The ``percentile`` of held-out scores ``x`` minus ``margin``; with few of them (a handful of photos
+    cannot show where the lowest 2 % lie) the lower of that and the normal approximation mean - z * sd."""
+    from statistics import NormalDist
+
+    thr = float(np.percentile(x, percentile))
+    if len(x) < SMALL_HELD_OUT:
+        z = -NormalDist().inv_cdf(min(max(percentile, 0.1), 50.0) / 100.0)
+        sd = float(np.std(x, ddof=1)) if len(x) > 1 else 0.1
+        thr = min(thr, float(np.mean(x)) - z * max(sd, 0.02))
+    return thr - margin
+
+
 def calibrate(S: np.ndarray, raw: np.ndarray | None, proj, percentile: float, margin: float) -> dict:
     """Thresholds for ``calib`` from held-out photos of the mapped area (their search ``S``, raw descriptors)."""
     if not len(S):
         return {}
     knn = knn_score(S)
-    out = {"ood_knn_k": KNN_K, "ood_knn_threshold": float(np.percentile(knn, percentile) - margin),
+    out = {"ood_knn_k": KNN_K, "ood_knn_threshold": _threshold(knn, percentile, margin),
            "ood_percentile": float(percentile)}
     dom = domain_score(raw, proj)
     if dom is not None:
-        out["ood_domain_threshold"] = float(np.percentile(dom, percentile) - margin)
+        out["ood_domain_threshold"] = _threshold(dom, percentile, margin)
     flagged = out_of_area(out, S, raw, proj)
     out["ood_held_out"] = {"n": int(len(S)), "flagged": float(flagged.mean()),
                            "knn_median": float(np.median(knn)),
