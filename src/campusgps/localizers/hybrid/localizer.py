@@ -253,8 +253,7 @@ class HybridLocalizer(RetrievalLocalizer):
         f, ok, raw_r, agree_ref = r
         out.east[j], out.north[j] = f.center
         out.radius_m[j] = h["radius_scale"] * raw_r
-        if "out_of_area" in out.flags[j] and f.n_agree >= 2:
-            out.flags[j].remove("out_of_area")  # geometry confirms a known place
+        # out_of_area stays: real photos from other continents verify 12-16 spurious inliers (retrieval/ood.py)
         verified = np.nonzero(ok)[0]
         agree = {int(i[v]) for v, a in zip(verified, agree_ref) if a}
         extra = {int(i[k]): {"inliers": int(inl[k]), "verified": bool(ok[k])} for k in range(len(i))}
