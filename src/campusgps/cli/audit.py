@@ -6,7 +6,7 @@ DESCRIPTION = """Find the photos whose labels a model disagrees with most, for a
 
 Every photo of DATASET is located and ranked by the distance between its label and the prediction. Training
 photos are located out of fold (--cross-fit K: the method is refitted K times, each time without a part of the
-training photos), so a wrong label cannot hide behind a model that memorised it.
+training photos, whole location groups at a time, as `evaluate --cross-fit K` does), so a wrong label cannot hide behind a model that memorised it.
 
 Writes DIR/audit.html (each case: the photo, its label and prediction on a map, the training photos nearest to
 its label and the model's matches) and DIR/audit.csv with columns

@@ -1,9 +1,9 @@
 """Active-learning audit: the photos a model disagrees with most, laid out for a person to decide on.
 
 Every photo of the dataset is located and ranked by the distance between its label and the prediction.
-Training photos are located *out of fold* (``cross_fit`` folds: the method is refitted without the fold,
-with the same config) because a model that saw a photo, e.g. a retrieval index that contains it, would
-simply agree with its label and hide a wrong one. Large disagreements are either wrong labels (fix: relabel
+Training photos are located *out of fold* (``cross_fit`` folds of whole location groups, shared with
+``evaluate --cross-fit`` in ``evaluation/crossfit.py``: the method is refitted without the fold, with the
+same config) because a model that saw a photo, e.g. a retrieval index that contains it, would simply agree with its label and hide a wrong one. Large disagreements are either wrong labels (fix: relabel
 or drop) or places the model has too few photos of (fix: move_to_train, or go take more photos).
 
 Outputs ``audit.csv`` (columns fixed in docs/ARCHITECTURE.md, ``decision`` left empty for a person, plus
