@@ -31,7 +31,6 @@ def run(args) -> int:
 
     from campusgps.errors import UserError
     from campusgps.evaluation.compare import compare
-    from campusgps.evaluation.report import fmt_m, fmt_pct
 
     if len(args.paths) < 2:
         raise UserError("give one or more MODEL bundles followed by the DATASET folder")
@@ -50,7 +49,6 @@ def run(args) -> int:
 
 
 def format_table(df, p: str = "") -> str:
-    from campusgps.evaluation.report import fmt_m, fmt_pct
 
     what = "vs truth" if p else "vs labels"
     hdr = ("model", f"median {what}", "P90", "<=20 m", "s/photo")
