@@ -49,6 +49,7 @@ def run(args) -> int:
 
 
 def format_table(df, p: str = "") -> str:
+    from campusgps.evaluation.report import fmt_m, fmt_pct
 
     what = "vs truth" if p else "vs labels"
     hdr = ("model", f"median {what}", "P90", "<=20 m", "s/photo")
