@@ -70,7 +70,7 @@ class RayEngine(Engine):
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         items = [{"row": i, "path": p} for i, p in enumerate(photos)]
-        n_blocks = max(1, min(len(items), self.pool_size * 4, -(-len(items) // batch_size)))
+        n_blocks = max(1, min(1000, -(-len(items) // batch_size)))  # one block per batch: spread over actors
         ds = ray.data.from_items(items, override_num_blocks=n_blocks)
         ds = ds.map_batches(worker_cls, fn_constructor_kwargs=ctor_kwargs, batch_size=batch_size,
                             batch_format="numpy", concurrency=self.pool_size, num_cpus=1,
