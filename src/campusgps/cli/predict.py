@@ -61,7 +61,7 @@ def run(args) -> int:
     if not files:
         raise UserError("no photos found in " + ", ".join(args.paths) +
                         " (give image files or folders containing .jpg/.png/.tif/.heic)")
-    if args.engine != "local" or fmt == "parquet":  # streamed through campusgps.engine
+    if args.engine != "local" or fmt == "parquet" or args.ray_address:  # streamed through campusgps.engine
         from campusgps.engine.output import predict_with_engine
 
         return predict_with_engine(args, files, fmt)

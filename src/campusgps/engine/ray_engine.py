@@ -63,18 +63,24 @@ class RayEngine(Engine):
         return Path(model_path).read_bytes()  # shipped with the actor pool: no shared disk needed
 
     def _run(self, photos: Sequence[str], worker_cls, ctor_kwargs: dict, batch_size: int) -> Iterator[dict]:
+        import warnings
+
         import ray
         import ray.data
 
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no execution-plan chatter on stderr
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         items = [{"row": i, "path": p} for i, p in enumerate(photos)]
         n_blocks = max(1, min(1000, -(-len(items) // batch_size)))  # one block per batch: spread over actors
         ds = ray.data.from_items(items, override_num_blocks=n_blocks)
-        ds = ds.map_batches(worker_cls, fn_constructor_kwargs=ctor_kwargs, batch_size=batch_size,
-                            batch_format="numpy", concurrency=self.pool_size, num_cpus=1,
-                            max_restarts=-1, max_task_retries=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # remote-args spelling differs across Ray 2.x
+            warnings.simplefilter("ignore", UserWarning)
+            ds = ds.map_batches(worker_cls, fn_constructor_kwargs=ctor_kwargs, batch_size=batch_size,
+                                batch_format="numpy", concurrency=min(self.pool_size, n_blocks), num_cpus=1,
+                                max_restarts=-1, max_task_retries=-1)
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
     def close(self) -> None:
