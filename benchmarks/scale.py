@@ -96,7 +96,8 @@ def build_capped(x: np.ndarray, kind: str, cap_s: float, chunk: int = 50_000):
     return idx, time.perf_counter() - t0, False
 
 
-def bench_index(base: np.ndarray, sizes: list[int], nq: int, hnsw_cap_s: float) -> list[dict]:
+def bench_index(base: np.ndarray, sizes: list[int], nq: int, hnsw_cap_s: float, kinds=("flat", "ivfpq", "hnsw"),
+                nprobes=(32, 64, 128)) -> list[dict]:
     from campusgps.localizers.ann import auto_kind, build_index, recall_at_k
 
     rows = []
@@ -107,19 +108,30 @@ def bench_index(base: np.ndarray, sizes: list[int], nq: int, hnsw_cap_s: float) 
         flat = build_index(x, "flat")
         _, exact = flat.search(q, 10)
         print(f"n={n}: data + exact ground truth in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        for kind in ("flat", "ivfpq", "hnsw"):
+        for kind in kinds:
             idx, build_s, capped = (flat, 0.0, False) if kind == "flat" else build_capped(x, kind, hnsw_cap_s)
             if kind == "flat":
                 t0 = time.perf_counter()
                 build_index(x, "flat")
                 build_s = time.perf_counter() - t0
+            sweep = []
+            if kind == "ivfpq":  # search-time nprobe: the smallest one reaching recall@10 >= 0.95 is reported
+                for nprobe in nprobes:
+                    idx.params["nprobe"] = nprobe
+                    idx._apply_search_params()
+                    r = recall_at_k(idx.search(q, 10)[1], exact, 10)
+                    sweep.append({"nprobe": nprobe, "recall_at_10": round(r, 4),
+                                  "p50_query_ms": round(latency_ms(idx, q[:100])[0], 3)})
+                good = [w for w in sweep if w["recall_at_10"] >= 0.95] or sweep[-1:]
+                idx.params["nprobe"] = good[0]["nprobe"]
+                idx._apply_search_params()
             _, found = idx.search(q, 10)
             p50, p95 = latency_ms(idx, q[: min(nq, 300)])
             row = {"n_references": n, "kind": kind, "d": int(x.shape[1]), "build_s": round(build_s, 2),
                    "memory_mb": round(len(idx.to_bytes()) / 2**20, 1),
                    "recall_at_10": round(recall_at_k(found, exact, 10), 4) if not capped else None,
                    "p50_query_ms": round(p50, 3), "p95_query_ms": round(p95, 3), "params": idx.params,
-                   "auto_picks": auto_kind(n) == kind}
+                   "auto_picks": auto_kind(n) == kind, **({"nprobe_sweep": sweep} if sweep else {})}
             if capped:
                 row.update(capped=True, n_indexed=idx.n, note=f"build stopped at the {hnsw_cap_s:.0f} s cap after "
                            f"{idx.n} references; recall not comparable, query time is for the partial graph")
@@ -186,6 +198,8 @@ def main() -> None:
     ap.add_argument("--predict-photos", type=int, default=160, help="mapping photos added to the predict set")
     ap.add_argument("--hnsw-cap-s", type=float, default=300.0)
     ap.add_argument("--skip-engine", action="store_true")
+    ap.add_argument("--kinds", nargs="+", default=["flat", "ivfpq", "hnsw"], choices=["flat", "ivfpq", "hnsw"])
+    ap.add_argument("--nprobes", type=int, nargs="+", default=[32, 64, 128], help="ivfpq nprobe values tried")
     ap.add_argument("--skip-index", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     a = ap.parse_args()
@@ -205,10 +219,17 @@ def main() -> None:
         a.out.write_text(json.dumps(out, indent=1) + "\n")
     if not a.skip_index:
         base = real_descriptors(photos, a.work / f"gem-lite0-{a.photos}.npy")
-        out["index"] = bench_index(base, a.sizes, a.queries, a.hnsw_cap_s)
+        new = bench_index(base, a.sizes, a.queries, a.hnsw_cap_s, a.kinds, a.nprobes)
+        done = {(r["n_references"], r["kind"]) for r in new}  # rows of other sizes/kinds are kept
+        out["index"] = sorted([r for r in out.get("index", []) if (r["n_references"], r["kind"]) not in done] + new,
+                              key=lambda r: (r["n_references"], ["flat", "ivfpq", "hnsw"].index(r["kind"])))
         out["index_data"] = {"real_descriptors": len(base), "d": int(base.shape[1]), "queries": a.queries,
                              "generator": "mix of two real PCA-256 GeM descriptors + noise 0.35, L2-normalised"}
         top = max(a.sizes)
+        from campusgps.localizers.ann import auto_kind
+
+        for r in out["index"]:  # derived, follows the current AUTO_FLAT_MAX
+            r["auto_picks"] = auto_kind(r["n_references"]) == r["kind"]
         auto = [r for r in out["index"] if r["n_references"] == top and r["auto_picks"]]
         if auto:
             r = auto[0]
