@@ -79,7 +79,8 @@ class RayEngine(Engine):
             warnings.simplefilter("ignore", DeprecationWarning)  # remote-args spelling differs across Ray 2.x
             warnings.simplefilter("ignore", UserWarning)
             ds = ds.map_batches(worker_cls, fn_constructor_kwargs=ctor_kwargs, batch_size=batch_size,
-                                batch_format="numpy", concurrency=min(self.pool_size, n_blocks), num_cpus=1,
+                                batch_format="numpy", num_cpus=1,
+                                compute=ray.data.ActorPoolStrategy(size=min(self.pool_size, n_blocks)),
                                 max_restarts=-1, max_task_retries=-1)
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
