@@ -33,7 +33,7 @@ KINDS = ("auto", "flat", "ivfpq", "hnsw")
 AUTO_FLAT_MAX = 50_000
 
 DEFAULTS = {
-    "ivfpq": {"nlist": 0, "m": 32, "nprobe": 32, "k_factor": 64, "refine": "SQ8"},
+    "ivfpq": {"nlist": 0, "m": 32, "nprobe": 32, "k_factor": 64, "refine": "SQfp16"},
     "hnsw": {"hnsw_m": 32, "ef_construction": 80, "ef_search": 128},
     "flat": {},
 }
@@ -148,7 +148,7 @@ def _build_ivfpq(desc: np.ndarray, seed: int, params: dict):
     n, d = desc.shape
     nlist = int(params.get("nlist") or _nlist_for(n))
     m = _pq_m(d, int(params.get("m", 32)))
-    refine = str(params.get("refine", "SQ8"))
+    refine = str(params.get("refine", "SQfp16"))
     params.update(nlist=nlist, m=m, refine=refine)
     if n < 39 * nlist or n < 256 * 4:
         raise UserError(f"ivfpq needs at least {max(39 * nlist, 1024)} references to train "
