@@ -1,4 +1,4 @@
-"""campusgps predict MODEL PATH... [--out FILE.csv|FILE.geojson]"""
+"""campusgps predict MODEL PATH... [--out FILE.csv|FILE.geojson|FILE.parquet] [--engine local|ray]"""
 from __future__ import annotations
 
 HELP = "locate photos (files or folders) with a trained model -> CSV or GeoJSON"
@@ -13,14 +13,22 @@ examples:
   campusgps predict model.cgps photo.jpg
   campusgps predict model.cgps new_photos/ --out located.csv
   campusgps predict model.cgps new_photos/ --out located.geojson
+  campusgps predict model.cgps archive/ --engine ray --out located.parquet
 """
 
 
 def add_arguments(p):
     p.add_argument("model", metavar="MODEL", help="model bundle file")
     p.add_argument("paths", metavar="PATH", nargs="+", help="photos or folders")
-    p.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.geojson (default: CSV on stdout)")
+    p.add_argument("--out", metavar="FILE", help="FILE.csv, FILE.geojson or FILE.parquet (streamed; default: CSV "
+                                                 "on stdout)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (32)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (this process) or ray (Ray Data jobs, a pool of model actors; "
+                        "pip install 'campusgps[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: join a cluster (auto, "
+                                                         "ray://host:port); default: a local Ray on this machine")
+    p.add_argument("--workers", type=int, default=0, help="with --engine ray: model actors (0: one per CPU)")
 
 
 def run(args) -> int:
@@ -42,8 +50,10 @@ def run(args) -> int:
         suffix = Path(args.out).suffix.lower()
         if suffix in (".geojson", ".json"):
             fmt = "geojson"
+        elif suffix == ".parquet":
+            fmt = "parquet"
         elif suffix != ".csv":
-            raise UserError(f"--out {args.out}: use a .csv or .geojson file name")
+            raise UserError(f"--out {args.out}: use a .csv, .geojson or .parquet file name")
     missing = [p for p in args.paths if not Path(p).exists()]
     for p in missing:
         print(f"campusgps predict: skipped {p}: no such file or folder", file=sys.stderr)
@@ -53,6 +63,11 @@ def run(args) -> int:
                         " (give image files or folders containing .jpg/.png/.tif/.heic)")
     from campusgps.logs import step
 
+    if args.engine != "local" or fmt == "parquet" or args.ray_address:  # streamed through campusgps.engine
+        from campusgps.engine.output import predict_with_engine
+
+        with step("locating photos with the %s engine" % args.engine, input=", ".join(args.paths)):
+            return predict_with_engine(args, files, fmt)
     with step("loading the model", input=args.model):
         loc = Localizer.load(args.model)
     with step("locating photos", input=", ".join(args.paths)):
