@@ -1,0 +1,143 @@
+"""Confidence and alternatives where users see them: predict CSV/GeoJSON, --min-confidence, evaluate's
+predictions.csv and metrics.json, compare, and the HTTP API (issue 12 items 3-5).
+
+The model is ``ConfidentFake`` (tests/fake_confident.py): its confidence is a known function of each photo,
+so every shown number can be checked against the image itself.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from fake_confident import ConfidentFake
+from PIL import Image
+
+from campusgps.answers import CONFIDENCE_COLUMNS, LOW_CONFIDENCE, confidence_columns, withhold_below
+from campusgps.cli.main import main
+from campusgps.localizers.base import Localizer, MeanLocalizer
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    from conftest import make_toy_dataset
+
+    return make_toy_dataset(tmp_path_factory.mktemp("conf") / "toy", n_spots=12, views=3, extent_m=40.0)
+
+
+@pytest.fixture(scope="module")
+def model(ds, tmp_path_factory):
+    path = tmp_path_factory.mktemp("confmodel") / "fake.cgps"
+    ConfidentFake().fit(ds).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(ds, model, tmp_path_factory):
+    """Photos copied to a folder, with the fake's confidence per file name."""
+    folder = tmp_path_factory.mktemp("photos")
+    loc = Localizer.load(model)
+    out = {}
+    for i, p in enumerate(ds.paths()[:12]):
+        dst = folder / f"p{i:02d}.jpg"
+        dst.write_bytes(p.read_bytes())
+        out[dst.name] = loc.confidence_of(np.asarray(Image.open(dst).convert("RGB")))
+    return folder, out
+
+
+def _rows(path):
+    return {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(path))}
+
+
+def test_predict_csv_has_confidence_and_alternatives(model, photos, tmp_path):
+    folder, conf = photos
+    out = tmp_path / "located.csv"
+    assert main(["predict", str(model), str(folder), "--out", str(out)]) == 0
+    header = next(csv.reader(open(out)))
+    assert header == ["file", "lat", "lon", "radius_m", *CONFIDENCE_COLUMNS, "flags"]
+    rows = _rows(out)
+    assert set(rows) == set(conf)
+    for name, r in rows.items():
+        c = conf[name]
+        assert float(r["confidence"]) == pytest.approx(c, abs=1e-4)
+        n_alt = 2 if c < 0.6 else 1 if c < 0.85 else 0
+        for k in (1, 2):
+            cells = [r[f"alt{k}_{f}"] for f in ("lat", "lon", "p")]
+            if k <= n_alt:
+                assert all(cells), (name, r)
+                assert float(cells[2]) == pytest.approx((1 - c) * (0.5, 0.25)[k - 1], abs=1e-4)
+                assert abs(float(cells[0]) - float(r["lat"])) < 0.01  # a place on the same campus
+            else:
+                assert cells == ["", "", ""], (name, r)
+    assert {2 if c < 0.6 else 1 if c < 0.85 else 0 for c in conf.values()} >= {0, 2}, "fixture lacks variety"
+
+
+def test_min_confidence_withholds_low_answers_but_keeps_their_rows(model, photos, tmp_path, capsys):
+    folder, conf = photos
+    p = float(np.median(list(conf.values())))
+    out = tmp_path / "sure.csv"
+    assert main(["predict", str(model), str(folder), "--min-confidence", str(p), "--out", str(out)]) == 0
+    assert "withheld" in capsys.readouterr().err
+    rows = _rows(out)
+    assert set(rows) == set(conf)  # every photo keeps its row
+    low = {n for n, c in conf.items() if c < p}
+    assert 0 < len(low) < len(conf)
+    for name, r in rows.items():
+        flags = r["flags"].split(";") if r["flags"] else []
+        if name in low:
+            assert LOW_CONFIDENCE in flags
+            assert r["lat"] == r["lon"] == r["radius_m"] == "" and r["alt1_lat"] == r["alt2_lat"] == ""
+            assert float(r["confidence"]) == pytest.approx(conf[name], abs=1e-4)  # says why
+        else:
+            assert LOW_CONFIDENCE not in flags and float(r["lat"]) > 31 and float(r["radius_m"]) > 0
+
+    gj = tmp_path / "sure.geojson"
+    assert main(["predict", str(model), str(folder), "--min-confidence", str(p), "--out", str(gj)]) == 0
+    feats = {f["properties"]["file"].rsplit("/", 1)[-1]: f for f in json.loads(gj.read_text())["features"]}
+    assert set(feats) == set(conf)
+    for name, f in feats.items():
+        props = f["properties"]
+        assert set(CONFIDENCE_COLUMNS) <= set(props)
+        if name in low:
+            assert f["geometry"] is None and props["lat"] is None and LOW_CONFIDENCE in props["flags"]
+        else:
+            assert f["geometry"]["coordinates"] == [props["lon"], props["lat"]]
+            assert props["confidence"] == pytest.approx(conf[name], abs=1e-9)
+
+
+@pytest.mark.parametrize("bad", ["1.5", "-0.1", "nan", "sure"])
+def test_min_confidence_is_validated(model, photos, bad, capsys):
+    folder, _ = photos
+    assert main(["predict", str(model), str(folder), f"--min-confidence={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert "--min-confidence" in err and "between 0 and 1" in err and "Traceback" not in err
+
+
+def test_min_confidence_with_a_model_without_confidence(ds, photos, tmp_path, capsys):
+    folder, _ = photos
+    mean = tmp_path / "mean.cgps"
+    MeanLocalizer().fit(ds).save(mean)
+    assert main(["predict", str(mean), str(folder)]) == 0  # no confidence: empty cells, still works
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("file,lat,lon,radius_m,confidence,alt1_lat")
+    assert out[1].split(",")[4:11] == [""] * 7
+    assert main(["predict", str(mean), str(folder), "--min-confidence", "0.5"]) == 2
+    assert "no confidence" in capsys.readouterr().err
+
+
+def test_withhold_below_and_columns_by_hand():
+    from campusgps.localizers.base import Prediction
+
+    p = Prediction(east=np.zeros(3), north=np.zeros(3), radius_m=np.full(3, 9.0),
+                   confidence=np.array([0.9, 0.3, np.nan]),
+                   alternatives=[[], [{"lat": 1.0, "lon": 2.0, "probability": 0.4, "radius_m": 5.0}], []])
+    p.lat, p.lon = np.full(3, 31.0), np.full(3, 34.0)
+    cols = confidence_columns(p)
+    assert cols["alt1_p"][1] == 0.4 and np.isnan(cols["alt1_p"][0]) and np.isnan(cols["alt2_lat"]).all()
+    low = withhold_below(p, 0.5)
+    assert list(low) == [1, 2]  # unknown confidence counts as not confident enough
+    assert p.lat[0] == 31.0 and np.isnan(p.lat[1:]).all() and np.isnan(p.radius_m[1:]).all()
+    assert p.alternatives[1] == [] and p.flags[1] == [LOW_CONFIDENCE]
+    withhold_below(p, 0.5)
+    assert p.flags[1] == [LOW_CONFIDENCE]  # once
