@@ -11,7 +11,7 @@ import numpy as np
 
 from campusgps.localizers.base import Localizer, Prediction, register
 
-ALT_OFFSETS_M = ((40.0, 0.0), (0.0, 45.0))
+ALT_OFFSETS_M = ((-25.0, 0.0), (0.0, 25.0))
 
 
 def red_level(img: np.ndarray) -> float:

@@ -141,3 +141,94 @@ def test_withhold_below_and_columns_by_hand():
     assert p.alternatives[1] == [] and p.flags[1] == [LOW_CONFIDENCE]
     withhold_below(p, 0.5)
     assert p.flags[1] == [LOW_CONFIDENCE]  # once
+
+
+# ------------------------------------------------------------------------------------------ evaluate, compare
+@pytest.fixture(scope="module")
+def evaluated(ds, model, tmp_path_factory):
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("confeval")
+    m = ds.manifest
+    truth = root / "truth.csv"
+    pd.DataFrame({"file": [p.rsplit("/", 1)[-1] for p in m["source_path"]], "true_lat": m["true_lat"],
+                  "true_lon": m["true_lon"]}).to_csv(truth, index=False)
+    out = root / "eval"
+    assert main(["evaluate", str(model), str(ds.root), "--split", "all", "--truth", str(truth), "--out", str(out),
+                 "--robustness-n", "0"]) == 0
+    return root, out, truth
+
+
+def test_evaluate_predictions_csv_and_metrics_block(ds, evaluated):
+    import pandas as pd
+
+    from campusgps.evaluation.confidence import confidence_report
+
+    _, out, _ = evaluated
+    p = pd.read_csv(out / "predictions.csv")
+    cols = list(p.columns)
+    assert cols[:10] == ["file", "lat", "lon", "radius_m", "label_lat", "label_lon", "error_m", "true_lat",
+                         "true_lon", "error_vs_truth_m"]
+    assert cols[10:17] == CONFIDENCE_COLUMNS and "flags" in cols
+    assert p["confidence"].between(0.02, 0.98).all() and p["alt1_p"].notna().any() and p["alt2_p"].isna().any()
+
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+    m = json.loads(text)
+    for where, err_col, pos in ((m, "error_m", ("label_lat", "label_lon")),
+                                (m["vs_truth"], "error_vs_truth_m", ("true_lat", "true_lon"))):
+        b = where["confidence"]
+        assert b["available"] is True and b["n"] == len(p)
+        assert {"auc", "ece", "reliability", "risk_coverage", "radius", "top3_recall", "high_confidence"} <= set(b)
+        assert len(b["reliability"]) == 5 and [r["coverage"] for r in b["risk_coverage"]][-1] == 1.0
+        assert [t["third"] for t in b["radius"]["coverage_by_third"]] == ["low", "middle", "high"]
+        # the block is the metrics of the very columns written to predictions.csv
+        alt = np.stack([_dist(p, k, pos) for k in (1, 2)], axis=1)
+        ref = confidence_report(p[err_col].to_numpy(float), p["confidence"].to_numpy(float),
+                                p["radius_m"].to_numpy(float), alt)
+        assert b["auc"] == pytest.approx(ref["auc"], abs=1e-3) and b["ece"] == pytest.approx(ref["ece"], abs=1e-3)
+        assert b["top3_recall"] == pytest.approx(ref["top3_recall"], abs=1e-3)
+        hit = (p[err_col] <= 20) | (np.nan_to_num(alt, nan=1e9) <= 20).any(axis=1)
+        assert b["top3_recall"] == pytest.approx(hit.mean(), abs=1e-3)
+        assert b["top3_recall"] > b["fraction_right"]  # the fixture's alternatives do rescue some answers
+    html = (out / "report.html").read_text()
+    assert "<h2>Confidence</h2>" in html and 'alt="reliability diagram"' in html
+    assert 'alt="risk-coverage curve"' in html and "Radius coverage by confidence third" in html
+
+
+def _dist(p, k, pos):
+    from campusgps.geo import haversine_m
+
+    return haversine_m(p[pos[0]].to_numpy(float), p[pos[1]].to_numpy(float), p[f"alt{k}_lat"].to_numpy(float),
+                       p[f"alt{k}_lon"].to_numpy(float))
+
+
+def test_model_without_confidence_and_compare_side_by_side(ds, model, evaluated, capsys):
+    import pandas as pd
+
+    root, _, truth = evaluated
+    mean = root / "mean.cgps"
+    MeanLocalizer().fit(ds).save(mean)
+    out = root / "eval_mean"
+    assert main(["evaluate", str(mean), str(ds.root), "--split", "all", "--out", str(out),
+                 "--robustness-n", "0"]) == 0
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text
+    b = json.loads(text)["confidence"]
+    assert b["available"] is False and b["auc"] is None and b["ece"] is None and b["top3_recall"] is None
+    assert "gives no confidence" in (out / "report.html").read_text()
+    assert pd.read_csv(out / "predictions.csv")["confidence"].isna().all()
+
+    capsys.readouterr()
+    cmp = root / "cmp"
+    assert main(["compare", str(model), str(mean), str(ds.root), "--split", "all", "--truth", str(truth),
+                 "--out", str(cmp)]) == 0
+    printed = capsys.readouterr().out
+    assert "conf AUC" in printed and "top-3" in printed
+    df = pd.read_csv(cmp / "compare.csv").set_index("model")
+    ev = json.loads((evaluated[1] / "metrics.json").read_text())["vs_truth"]["confidence"]
+    assert df.loc["fake.cgps", "confidence_auc"] == pytest.approx(ev["auc"], abs=1e-4)
+    assert df.loc["fake.cgps", "top3_recall"] == pytest.approx(ev["top3_recall"], abs=1e-4)
+    assert np.isnan(df.loc["mean.cgps", "confidence_auc"])
+    html = (cmp / "compare.html").read_text()
+    assert "confidence AUC" in html and "top-3 ≤20 m" in html
