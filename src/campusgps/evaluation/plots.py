@@ -212,7 +212,7 @@ def reliability_diagram(table: list[dict], ece: float | None = None, title: str 
     calibration. Each bar is labelled with its number of photos."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=size)
-    ax.plot([0, 1], [0, 1], color="#888", linestyle="--", linewidth=1, label="perfect calibration")
+    ax.plot([0, 1], [0, 1], color="#444", linestyle="--", linewidth=1, label="perfect calibration", zorder=3)
     lo = np.array([_val(b, "lo") for b in table])
     hi = np.array([_val(b, "hi") for b in table])
     fr = np.array([_val(b, "fraction_right") for b in table])
@@ -221,15 +221,15 @@ def reliability_diagram(table: list[dict], ece: float | None = None, title: str 
     ax.bar(lo[ok], fr[ok], width=(hi - lo)[ok], align="edge", color="#4c78a8", alpha=0.75, edgecolor="white",
            label="fraction right (≤ 20 m)")
     ax.scatter(mc[ok], fr[ok], color="#d62728", zorder=4, s=22, label="bin's mean confidence")
-    for b, f, l, h in zip(table, fr, lo, hi):
-        y = 0.02 if not np.isfinite(f) else min(f + 0.02, 0.93)
-        ax.text((l + h) / 2, y, f"n={b.get('n', 0)}", ha="center", va="bottom", fontsize=7, color="#333")
+    for b, l, h in zip(table, lo, hi):  # photos per bin, at the foot of each bar
+        ax.text((l + h) / 2, 0.015, f"n={b.get('n', 0)}", ha="center", va="bottom", fontsize=7.5, color="#111",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence (predicted probability of ≤ 20 m)")
     ax.set_ylabel("fraction of answers within 20 m")
     ax.set_title(title + (f" (ECE {ece:.3f})" if ece is not None else ""))
-    ax.legend(loc="upper left", fontsize=7.5, framealpha=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=7.5, frameon=False)
     return _png(fig)
 
 
