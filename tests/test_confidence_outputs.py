@@ -232,3 +232,36 @@ def test_model_without_confidence_and_compare_side_by_side(ds, model, evaluated,
     assert np.isnan(df.loc["mean.cgps", "confidence_auc"])
     html = (cmp / "compare.html").read_text()
     assert "confidence AUC" in html and "top-3 ≤20 m" in html
+
+
+# ------------------------------------------------------------------------------------------ HTTP API
+def test_api_answers_confidence_and_alternatives(ds, model, photos):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from campusgps.serving.app import create_app
+    from campusgps.serving.settings import ServeSettings
+
+    folder, conf = photos
+    loc = Localizer.load(model)
+    by_n = {}
+    for name, c in conf.items():
+        by_n.setdefault(2 if c < 0.6 else 1 if c < 0.85 else 0, name)
+    assert {0, 2} <= set(by_n)
+    with TestClient(create_app(loc, ServeSettings())) as client:
+        for n_alt, name in sorted(by_n.items()):
+            data = (folder / name).read_bytes()
+            body = client.post("/v1/locate", files={"image": (name, data, "image/jpeg")}).json()
+            expect = loc.predict([data])
+            assert body["confidence"] == pytest.approx(expect.confidence[0], abs=1e-9)
+            assert len(body["alternatives"]) == n_alt
+            for a, e in zip(body["alternatives"], expect.alternatives[0]):
+                assert set(a) == {"lat", "lon", "radius_m", "probability"}
+                assert a["lat"] == pytest.approx(e["lat"]) and a["lon"] == pytest.approx(e["lon"])
+                assert a["probability"] == pytest.approx(e["probability"]) and a["radius_m"] == 15.0
+
+    mean = MeanLocalizer().fit(ds)  # a model without confidence: null and an empty list, not NaN
+    with TestClient(create_app(mean, ServeSettings())) as client:
+        r = client.post("/v1/locate", content=(folder / name).read_bytes())
+        assert r.status_code == 200 and "NaN" not in r.text
+        assert r.json()["confidence"] is None and r.json()["alternatives"] == []
