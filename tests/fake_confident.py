@@ -25,7 +25,8 @@ class ConfidentFake(Localizer):
     def fit(self, dataset, **opts):
         train = dataset.training_rows()
         self.frame = dataset.frame
-        self.center = train.en().mean(axis=0)
+        self.ref_en = train.en()
+        self.center = self.ref_en.mean(axis=0)
         reds = [red_level(train.load_image(i)) for i in range(len(train))]
         self.lo, self.hi = float(np.percentile(reds, 10)), float(np.percentile(reds, 90))
         return self
@@ -50,12 +51,18 @@ class ConfidentFake(Localizer):
     def input_max_side(self):
         return 64
 
+    def reference_positions(self):
+        lat, lon = self.frame.to_wgs84(self.ref_en[:, 0], self.ref_en[:, 1])
+        return {"lat": lat, "lon": lon}
+
     def _state(self):
-        return {"center": np.asarray(self.center, np.float64)}, {"lo": self.lo, "hi": self.hi}
+        return ({"center": np.asarray(self.center, np.float64), "ref_en": np.asarray(self.ref_en, np.float64)},
+                {"lo": self.lo, "hi": self.hi})
 
     @classmethod
     def _from_state(cls, tensors, meta):
         loc = cls()
         loc.center = np.asarray(tensors["center"], np.float64)
+        loc.ref_en = np.asarray(tensors["ref_en"], np.float64)
         loc.lo, loc.hi = float(meta["lo"]), float(meta["hi"])
         return loc
