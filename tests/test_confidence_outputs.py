@@ -196,6 +196,17 @@ def test_evaluate_predictions_csv_and_metrics_block(ds, evaluated):
     assert 'alt="risk-coverage curve"' in html and "Radius coverage by confidence third" in html
 
 
+def test_evaluate_prints_the_confidence_summary(ds, model, evaluated, capsys):
+    root, _, truth = evaluated
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(ds.root), "--split", "all", "--truth", str(truth),
+                 "--out", str(root / "again"), "--robustness-n", "0"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("confidence:")]
+    b = json.loads((root / "again" / "metrics.json").read_text())["vs_truth"]["confidence"]
+    assert line == [f"confidence: AUC {b['auc']:.2f}, calibration error {b['ece']:.3f}, answer or an alternative "
+                    f"within 20 m {100 * b['top3_recall']:.1f} % vs truth"]
+
+
 def _dist(p, k, pos):
     from campusgps.geo import haversine_m
 

@@ -28,14 +28,14 @@ def compare_fields(metrics: dict, has_truth: bool) -> dict:
             "radius_auc_wrong": (b.get("radius") or {}).get("auc_wrong")}
 
 
-def _thirds_table(radius: dict) -> str:
+def _thirds_table(radius: dict, against: str) -> str:
     from campusgps.evaluation.report import fmt_m, fmt_num, fmt_pct, table_html
 
     rows = [[t["third"], str(t["n"]), f"{fmt_num(t.get('confidence_lo'))}–{fmt_num(t.get('confidence_hi'))}",
              fmt_pct(t.get("coverage")), fmt_m(t.get("median_radius_m"))] for t in radius.get("coverage_by_third", [])]
     rows.append(["all", str(radius.get("n", 0)), "", fmt_pct(radius.get("coverage")),
                  fmt_m(radius.get("median_radius_m"))])
-    return table_html(["confidence third", "n", "confidence", "truth inside radius_m", "median radius"], rows)
+    return table_html(["confidence third", "n", "confidence", f"{against} inside radius_m", "median radius"], rows)
 
 
 def confidence_section(metrics: dict, has_truth: bool) -> str:
@@ -72,4 +72,4 @@ def confidence_section(metrics: dict, has_truth: bool) -> str:
                    "Keep only the most confident answers: their median and P90 error as more are kept. A curve "
                    "that rises to the right means confidence ranks the errors.") + "</div>")
     return ("<h2>Confidence</h2>" + head + note + figs + "<h3>Radius coverage by confidence third</h3>" +
-            _thirds_table(radius))
+            _thirds_table(radius, "truth" if b.get("against") == "truth" else "label"))

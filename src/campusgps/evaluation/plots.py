@@ -255,5 +255,5 @@ def risk_coverage_plot(curves: dict[str, list[dict]], title: str = "Risk–cover
     ax.set_xlabel("fraction of answers kept (most confident first)")
     ax.set_ylabel("error of the kept answers (m)")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=7.5, framealpha=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7.5, frameon=False)
     return _png(fig)
