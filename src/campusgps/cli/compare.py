@@ -32,7 +32,6 @@ def run(args) -> int:
 
     from campusgps.errors import UserError
     from campusgps.evaluation.compare import compare
-    from campusgps.evaluation.report import fmt_m, fmt_pct
 
     if len(args.paths) < 2:
         raise UserError("give one or more MODEL bundles followed by the DATASET folder")
