@@ -172,6 +172,8 @@ def place_candidates(points, weights, answer, k: int = 2, min_sep_m: float = 30.
             continue
         near = np.hypot(*(pts - pts[i]).T) <= min_sep_m / 2
         pos = (pts[near] * w[near, None]).sum(0) / w[near].sum()
+        if min(np.hypot(*(pos - c)) for c in chosen) < min_sep_m:  # the mean drifted towards a chosen place
+            pos = pts[i].copy()
         chosen.append(pos)
         out.append((pos, float(w[near].sum())))
     return out

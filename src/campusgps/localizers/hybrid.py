@@ -35,8 +35,11 @@ import numpy as np
 
 from campusgps.errors import BundleError
 from campusgps.localizers.base import Prediction, register
+from campusgps.localizers.evidence import brightness
 from campusgps.localizers.geometry import (LocalFeatures, extract_local_features, match_many, per_spot_weights,
                                            robust_fuse, spot_centres, spot_ids, verify_pair)
+from campusgps.localizers.hybrid_confidence import (ConfidenceModel, apply_hybrid_confidence,
+                                                    fit_hybrid_confidence)
 from campusgps.localizers.retrieval import RetrievalConfig, RetrievalLocalizer
 
 HYBRID_STATE_VERSION = 1
@@ -99,6 +102,7 @@ class HybridLocalizer(RetrievalLocalizer):
         super().__init__(config, **overrides)
         self.lf: list[LocalFeatures] = []
         self.hybrid: dict = {}
+        self.confidence_model: ConfidenceModel | None = None
 
     def input_max_side(self) -> int | None:
         return max(self.cfg.local_max_side, 448)
@@ -237,6 +241,7 @@ class HybridLocalizer(RetrievalLocalizer):
                 S[j, :len(s_)], I[j, :len(i_)] = s_, i_
             load = lambda j: train.load_image(int(pick[j]), max_side=self.input_max_side())  # noqa: E731
             source = "mapped (own spot left out)"
+            groups = spot[ref_of]
         else:
             if val is None or len(val) < 5:
                 return
@@ -249,10 +254,13 @@ class HybridLocalizer(RetrievalLocalizer):
             S, I = self._search(self.proj(self._raw_from_dataset(val)), max(SL, self.fusion["k"]))
             load = lambda j: val.load_image(j, max_side=self.input_max_side())  # noqa: E731
             source = "val (location-grouped)"
-        records = []  # (retrieval search, inliers) per held-out photo, computed once
+            groups = None
+        records, brights = [], []  # (retrieval search, inliers) per held-out photo, computed once
         for j in range(len(S)):
-            nkp, inl = self._verify(load(j), S[j][:SL], I[j][:SL])
+            img = load(j)
+            nkp, inl = self._verify(img, S[j][:SL], I[j][:SL])
             records.append((S[j], I[j], inl, nkp))
+            brights.append(brightness(img))
         retr = np.array([self._fuse_one(S[j], I[j], self.fusion["k"], self.fusion["tau"], self.fusion["bandwidth_m"],
                                         self.fusion["method"])[0].center for j in range(len(S))])
         mins = [self.cfg.min_inliers] if self.cfg.min_inliers > 0 else [8, 12, 20, 30]
@@ -288,6 +296,9 @@ class HybridLocalizer(RetrievalLocalizer):
                              "retrieval_held_out_median_m": float(np.median(np.hypot(*(retr - truth).T))),
                              "note": "errors vs the held-out photos' own (noisy) GPS labels"}
         choices["hybrid_grid"] = grid
+        self.confidence_model = fit_hybrid_confidence(self, records, brights, retr, truth, groups)
+        if self.confidence_model is not None:
+            choices["confidence"] = self.confidence_model.info
 
     # ------------------------------------------------------------------ predict
     def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
@@ -295,9 +306,11 @@ class HybridLocalizer(RetrievalLocalizer):
         S, I = self._search(q, max(self.cfg.shortlist, self.fusion["k"], 10), use_aug=self._dark_queries(images))
         out = self._predict_from_search(S, I)  # retrieval answer = fallback
         h = self.hybrid
+        evidence = []  # per query, for the confidence model (after the loop)
         for j, img in enumerate(images):
             s, i = S[j][:self.cfg.shortlist], I[j][:self.cfg.shortlist]
             nkp, inl = self._verify(img, s, i)
+            evidence.append((j, s, i, inl, nkp, brightness(img), np.array([out.east[j], out.north[j]])))
             if nkp < 8:
                 out.flags[j] += ["no_local_features", "fallback_retrieval"]
                 continue
@@ -321,6 +334,8 @@ class HybridLocalizer(RetrievalLocalizer):
             out.neighbors[j] = self._neighbors(s[order], i[order], agree=agree, n=10, extra=extra)
             if "out_of_area" in out.flags[j]:
                 out.radius_m[j] = max(out.radius_m[j], self.calib.get("far_radius_m", 1000.0))
+        for ev in evidence:
+            apply_hybrid_confidence(self, out, *ev)
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -331,6 +346,7 @@ class HybridLocalizer(RetrievalLocalizer):
         t.update(_pack_lf(self.lf))
         meta["hybrid"] = self.hybrid
         meta["hybrid_state_version"] = HYBRID_STATE_VERSION
+        meta["confidence"] = self.confidence_model.to_dict() if self.confidence_model is not None else None
         return t, meta
 
     @classmethod
@@ -341,6 +357,7 @@ class HybridLocalizer(RetrievalLocalizer):
         loc = super()._from_state(tensors, meta)
         loc.lf = _unpack_lf(tensors)
         loc.hybrid = dict(meta["hybrid"])
+        loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
         if len(loc.lf) != len(loc.ref_ids):
             raise BundleError(f"inconsistent hybrid bundle: {len(loc.lf)} local feature sets for "
                               f"{len(loc.ref_ids)} references")
