@@ -33,6 +33,8 @@ import numpy as np
 from campusgps.errors import BundleError, UserError
 from campusgps.localizers.base import Localizer, Prediction, register
 from campusgps.localizers.geometry import per_spot_weights, robust_fuse
+from campusgps.localizers.method_confidence import (ConfidenceModel, apply_retrieval_confidence,
+                                                    fit_retrieval_confidence)
 
 STATE_VERSION = 1
 
@@ -252,6 +254,7 @@ class RetrievalLocalizer(Localizer):
         self.thumbs: list[bytes] = []
         self.calib: dict = {}
         self._index = None
+        self.confidence_model: ConfidenceModel | None = None
 
     # ------------------------------------------------------------------ backbone / descriptors
     @property
@@ -522,6 +525,9 @@ class RetrievalLocalizer(Localizer):
             self._append_refs(proj(raw_va), en_va, val.manifest, aug=[proj(v) for v in views_va])
             self._after_add(val)
         self._collect_thumbnails(dataset)
+        if self.method == "retrieval":  # the hybrid fits its own (on verified evidence)
+            self.confidence_model = fit_retrieval_confidence(self, train)
+            choices["confidence"] = self.confidence_model.info if self.confidence_model is not None else None
         self.info.update({"data": {"n_train": int(len(train)), "n_val": int(len(val)),
                                    "n_references": int(len(self.ref_en)),
                                    "n_low_light_descriptors": int(len(self.aug_of))},
@@ -689,7 +695,9 @@ class RetrievalLocalizer(Localizer):
     def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
         q = self.proj(self._raw_from_images(images, tta=self.cfg.tta))
         S, I = self._search(q, max(self.fusion["k"], 10), use_aug=self._dark_queries(images))
-        return self._predict_from_search(S, I)
+        out = self._predict_from_search(S, I)
+        apply_retrieval_confidence(self, out, S, I, images)
+        return out
 
     def _predict_from_search(self, S, I) -> Prediction:
         n = len(S)
@@ -750,6 +758,9 @@ class RetrievalLocalizer(Localizer):
                 "fusion": self.fusion, "calib": self.calib, "backbone": self.cfg.backbone,
                 "backbone_key": getattr(self, "_expected_backbone_key", None), "dim": int(self.ref_desc.shape[1]),
                 "night_views": self._n_night_views()}
+        if self.method == "retrieval":
+            cm = getattr(self, "confidence_model", None)
+            meta["confidence"] = cm.to_dict() if cm is not None else None
         return t, meta
 
     @classmethod
@@ -787,6 +798,7 @@ class RetrievalLocalizer(Localizer):
         loc.thumbs = [data[offs[i]:offs[i + 1]].tobytes() for i in range(len(offs) - 1)]
         loc.fusion, loc.calib = dict(meta["fusion"]), dict(meta["calib"])
         loc._expected_backbone_key = meta.get("backbone_key")
+        loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence")) if cls.method == "retrieval" else None
         return loc
 
     @classmethod
