@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "confidence.json"))
     ap.add_argument("--dump", default="")
     args = ap.parse_args(argv)
-    import campusgps.localizers.hybrid_confidence as hc
+    import campusgps.localizers.hybrid.confidence as hc
 
     hc.CAPTURE = {} if args.dump else None
     work = Path(args.work)

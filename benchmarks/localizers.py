@@ -111,7 +111,7 @@ def main():
     # reference label denoising (spot = photos sharing one GPS fix): label error vs truth before/after
     label_denoise = None
     try:
-        from campusgps.localizers.geometry import parse_times_s, spot_centres, spot_ids
+        from campusgps.localizers.spots import parse_times_s, spot_centres, spot_ids
 
         mb = ds.manifest["source_path"].map(lambda f: Path(str(f)).name).to_numpy()
         tm = truth.set_index("base").loc[mb]

@@ -43,7 +43,7 @@ def test_upload_shows_prediction_on_map(browser, tmp_path, toy):
     import httpx
     from test_serve import TinyRetrieval, live_server
 
-    from campusgps.serving.app import ServeSettings, create_app
+    from campusgps.serving import ServeSettings, create_app
 
     model = TinyRetrieval().fit(toy)
     photo = toy.root / toy.subset("test").manifest["file"].iloc[0]

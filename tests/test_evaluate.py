@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from campusgps.cli.main import main
-from campusgps.evaluation.evaluate import load_truth, match_truth
+from campusgps.evaluation.inputs import load_truth, match_truth
 from campusgps.localizers.base import MeanLocalizer
 
 from conftest import make_toy_dataset

@@ -24,7 +24,7 @@ def _scene(seed=0, size=(320, 240)):
 def test_local_features_verify_same_scene_not_another():
     import cv2
 
-    from campusgps.localizers.geometry import extract_local_features, match_many, verify_pair
+    from campusgps.localizers.hybrid.local_features import extract_local_features, match_many, verify_pair
 
     a = _scene(0)
     H = np.array([[0.95, 0.05, 10], [-0.04, 0.97, 5], [0, 0, 1]], np.float64)

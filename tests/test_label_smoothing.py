@@ -1,7 +1,7 @@
 """Reference spots (photos sharing one GPS fix) and spot-level fusion of verified references."""
 import numpy as np
 
-from campusgps.localizers.geometry import parse_times_s, spot_centres, spot_ids
+from campusgps.localizers.spots import parse_times_s, spot_centres, spot_ids
 
 
 def _walk(seed=0, n_spots=40, per_spot=5, sigma=4.0, jitter=1.2):

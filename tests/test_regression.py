@@ -208,3 +208,16 @@ def test_kmeans_centres_and_bandwidth():
     assert c.shape == (3, 2) and np.sort(np.round(c.sum(1))).tolist() == [0.0, 1.0, 1.0]
     assert 0.9 < cell_bandwidth(c) < 1.1
     assert kmeans_centres(np.zeros((5, 2)), 4).shape == (1, 2)  # no more cells than distinct positions
+
+
+def test_bundle_with_old_option_name_loads(trained, tmp_path):
+    """Bundles saved before radius_coverage was renamed radius_target still load, with the value kept."""
+    from campusgps.localizers.bundle import read_bundle, write_bundle
+
+    tensors, meta = read_bundle(trained.save(tmp_path / "new.cgps"))
+    cfg = dict(meta["config"])
+    cfg["radius_coverage"] = 0.8
+    del cfg["radius_target"]
+    write_bundle(tmp_path / "old.cgps", tensors, {**meta, "config": cfg})
+    old = Localizer.load(tmp_path / "old.cgps")
+    assert old.cfg.radius_target == 0.8 and "radius_coverage" not in old.config

@@ -5,7 +5,7 @@ import pytest
 from campusgps import Localizer
 from campusgps.errors import BundleError
 from campusgps.localizers.base import MeanLocalizer
-from campusgps.localizers.geometry import per_spot_weights, robust_fuse, weighted_geometric_median
+from campusgps.localizers.fusion import per_spot_weights, robust_fuse, weighted_geometric_median
 from conftest import make_toy_dataset
 
 

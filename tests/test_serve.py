@@ -25,7 +25,10 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from campusgps.serving.app import MicroBatcher, ServeSettings, convex_hull, create_app  # noqa: E402
+from campusgps.serving.app import create_app  # noqa: E402
+from campusgps.serving.batcher import MicroBatcher  # noqa: E402
+from campusgps.serving.payloads import convex_hull  # noqa: E402
+from campusgps.serving.settings import ServeSettings  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -494,6 +497,26 @@ def test_cli_serves_a_bundle(tmp_path, mean_model, photo):
             proc.kill()
             proc.wait(5)
     assert "page http://127.0.0.1" in proc.stderr.read().decode()
+
+
+def test_cli_flags_come_from_serve_settings():
+    """Every ServeSettings option is a `serve` flag with the dataclass's default (none typed twice)."""
+    import argparse
+    import dataclasses
+
+    from campusgps.cli import serve
+    from campusgps.configs import from_args
+
+    p = argparse.ArgumentParser()
+    serve.add_arguments(p)
+    dests = {a.dest for a in p._actions}
+    assert {f.name for f in dataclasses.fields(ServeSettings)} - dests == {"warmup"}  # the command always warms up
+    default = from_args(ServeSettings, p.parse_args(["m.cgps"]), warmup=False)
+    assert default == ServeSettings()
+    s = from_args(ServeSettings, p.parse_args(["m.cgps", "--cors-origin", "https://a", "--cors-origin", "https://b",
+                                               "--tiles", "https://t.example/{z}/{x}/{y}.png", "--port", "9000"]))
+    assert s.cors_origins == ["https://a", "https://b"] and s.tiles_url.startswith("https://t.example")
+    assert s.port == 9000 and s.max_batch == ServeSettings().max_batch
 
 
 # ------------------------------------------------------------------------------------------ real methods

@@ -3,17 +3,21 @@
 ``add_dataclass_arguments(parser, Cls)`` adds ``--field-name`` for every field of ``Cls`` (bool fields get
 ``--flag/--no-flag``); ``from_args(Cls, args)`` builds an instance using only the values the user gave,
 so each class keeps its own defaults. Every run writes ``asdict(config)`` next to its outputs.
+A field's ``metadata`` may give ``help``, ``choices``, ``metavar``, ``flag`` (a flag name other than
+``--field-name``) and, for list fields, ``repeat=True`` (the flag is given once per item instead of
+comma-separated).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from typing import Any
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, group_title: str | None = None,
@@ -26,23 +30,24 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, group_title: s
             continue
         typ = hints[f.name]
         origin = typing.get_origin(typ)
-        if origin is typing.Union:  # Optional[X]
+        if origin is typing.Union or origin is types.UnionType:  # Optional[X], X | None
             typ = next(a for a in typing.get_args(typ) if a is not type(None))
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         helptext = f.metadata.get("help", "") + f" (default: {default})"
+        kw: dict[str, Any] = {"default": None, "help": helptext, "dest": f.name}
+        kw.update({k: f.metadata[k] for k in ("choices", "metavar") if k in f.metadata})
         if typ is bool:
-            group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=helptext)
+            group.add_argument(_flag(f), action=argparse.BooleanOptionalAction, **kw)
         elif typ in (int, float, str):
-            kw: dict[str, Any] = {"type": typ, "default": None, "help": helptext, "dest": f.name}
-            if "choices" in f.metadata:
-                kw["choices"] = f.metadata["choices"]
-            group.add_argument(_flag(f.name), **kw)
+            group.add_argument(_flag(f), type=typ, **kw)
         elif typing.get_origin(typ) in (list, tuple):
             inner = (typing.get_args(typ) or (str,))[0]
-            group.add_argument(_flag(f.name), dest=f.name, default=None, help=helptext + " (comma-separated)",
-                               type=lambda s, inner=inner: [inner(x) for x in s.split(",") if x])
+            if f.metadata.get("repeat"):
+                group.add_argument(_flag(f), action="append", type=inner, **{**kw, "help": helptext + " (repeatable)"})
+            else:
+                group.add_argument(_flag(f), type=lambda s, inner=inner: [inner(x) for x in s.split(",") if x],
+                                   **{**kw, "help": helptext + " (comma-separated)"})
         existing.add(f.name)
 
 

@@ -123,10 +123,27 @@ class Dataset:
             df = self.manifest[self.manifest["split"] == split]
         return Dataset(root=self.root, manifest=df.reset_index(drop=True), frame=self.frame)
 
+    def training_rows(self, require_split: bool = False) -> "Dataset":
+        """The rows every method trains on (the one place that decides it).
+
+        The ``train`` split when any row has it. A dataset with no ``train`` row (never split) trains on
+        every row, unless ``require_split``: methods that need a val split of their own (regression's early
+        stopping) then refuse with a pointer to ``campusgps split``. No rows at all is a UserError too.
+        """
+        if (self.manifest["split"] == "train").any():
+            return self.subset("train")
+        if require_split:
+            raise UserError(f"{self.root}: no training split (every sample's split is empty); "
+                            f"run `campusgps split {self.root}` first")
+        if len(self) == 0:
+            raise UserError(f"{self.root}: no training samples (run `campusgps split {self.root}`)")
+        return self
+
     def rows(self, mask) -> "Dataset":
         """The rows selected by a boolean mask (or index array). Shares root and frame."""
-        return Dataset(root=self.root, manifest=self.manifest[np.asarray(mask)].reset_index(drop=True),
-                       frame=self.frame)
+        sel = np.asarray(mask)
+        df = self.manifest[sel] if sel.dtype == bool else self.manifest.iloc[sel]
+        return Dataset(root=self.root, manifest=df.reset_index(drop=True), frame=self.frame)
 
     def paths(self) -> list[Path]:
         return [self.root / f for f in self.manifest["file"]]

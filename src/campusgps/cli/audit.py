@@ -39,8 +39,11 @@ def run(args) -> int:
 
     from campusgps.evaluation.audit import audit
 
-    rows = audit(args.model, args.dataset, args.out, worst=args.worst, split=args.split, cross_fit=args.cross_fit,
-                 seed=args.seed, batch_size=args.batch_size)
+    from campusgps.logs import step
+
+    with step("auditing labels", input=f"{args.model} on {args.dataset}"):
+        rows = audit(args.model, args.dataset, args.out, worst=args.worst, split=args.split,
+                     cross_fit=args.cross_fit, seed=args.seed, batch_size=args.batch_size)
     if len(rows):
         print(f"{len(rows)} photos to review; worst: {rows['file'].iloc[0]} ({rows['error_m'].iloc[0]:.1f} m "
               f"between label and prediction)")

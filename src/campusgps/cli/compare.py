@@ -38,8 +38,11 @@ def run(args) -> int:
     *models, dataset = args.paths
     if Path(dataset).suffix == ".cgps" or (Path(dataset).is_file()):
         raise UserError(f"the last argument must be the dataset folder, got the file {dataset}")
-    df = compare(models, dataset, args.out, split=args.split, truth=args.truth, reference=args.reference,
-                 batch_size=args.batch_size)
+    from campusgps.logs import step
+
+    with step("comparing models", input=dataset):
+        df = compare(models, dataset, args.out, split=args.split, truth=args.truth, reference=args.reference,
+                     batch_size=args.batch_size)
     p = "truth_" if "truth_median_m" in df.columns else ""
     print(format_table(df, p))
     print(f"report: {Path(args.out) / 'compare.html'}")

@@ -48,7 +48,10 @@ def _call(argv: list[str]) -> None:
     from campusgps.cli.main import main
     from campusgps.errors import UserError
 
-    rc = main([str(a) for a in argv])
+    from campusgps.logs import step
+
+    with step(f"running `campusgps {argv[0]}`", input=argv[1] if len(argv) > 1 else None):
+        rc = main([str(a) for a in argv])
     if rc != 0:
         raise UserError(f"step `campusgps {' '.join(map(str, argv))}` failed (exit {rc}); see the message above")
 

@@ -43,9 +43,12 @@ def run(args) -> int:
 
     if args.robustness_n < 0 or args.worst < 0 or args.batch_size < 1:
         raise UserError("--robustness-n and --worst must be >= 0 and --batch-size >= 1")
-    m = evaluate(args.model, args.dataset, split=args.split, truth=args.truth, out_dir=args.out,
-                 robustness=args.robustness_n > 0, reference=args.reference, robustness_n=args.robustness_n,
-                 worst=args.worst, batch_size=args.batch_size, seed=args.seed, model_name=Path(args.model).name)
+    from campusgps.logs import step
+
+    with step("evaluating", input=f"{args.model} on {args.dataset}"):
+        m = evaluate(args.model, args.dataset, split=args.split, truth=args.truth, out_dir=args.out,
+                     robustness=args.robustness_n > 0, reference=args.reference, robustness_n=args.robustness_n,
+                     worst=args.worst, batch_size=args.batch_size, seed=args.seed, model_name=Path(args.model).name)
     line = (f"{m['n']} photos: median {fmt_m(m['median_m'])}, P90 {fmt_m(m['p90_m'])}, "
             f"within 20 m {fmt_pct(m['acc_20m'])} vs labels")
     if "vs_truth" in m:

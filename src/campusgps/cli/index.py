@@ -82,7 +82,10 @@ def run(args) -> int:
     from campusgps.errors import BundleError
     from campusgps.localizers.retrieval import RetrievalLocalizer
 
-    loc = Localizer.load(args.model)
+    from campusgps.logs import step
+
+    with step("loading the model", input=args.model):
+        loc = Localizer.load(args.model)
     if not isinstance(loc, RetrievalLocalizer):
         raise BundleError(f"{args.model}: a {loc.method!r} model has no reference index; `index` works on "
                           f"retrieval and hybrid models (`campusgps train DATASET --method retrieval`)")
@@ -95,7 +98,8 @@ def run(args) -> int:
     for ds in _datasets_from_paths(args.paths, args.split):
         if len(ds) == 0:
             raise UserError(f"{ds.root}: no photos to add (split {args.split!r} is empty)")
-        n = loc.add_references(ds)
+        with step("adding references", input=ds.root):
+            n = loc.add_references(ds)
         print(f"{ds.root}: added {n} of {len(ds)} photos" + (" (the rest were already indexed)" if n < len(ds) else ""))
         total += n
     out = Path(args.out or args.model)

@@ -44,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from campusgps.configs import from_args, run_record
     from campusgps.ingest.pipeline import IngestConfig, ingest
 
+    from campusgps.logs import step
+
     cfg = from_args(IngestConfig, args)
-    res = ingest(args.src, args.out, labels=args.labels, corrections=args.corrections, config=cfg,
-                 progress=not args.quiet)
+    with step("ingesting photos", input=args.src):
+        res = ingest(args.src, args.out, labels=args.labels, corrections=args.corrections, config=cfg,
+                     progress=not args.quiet)
     for line in res.summary_lines():
         print(line)
     rate = (res.added / res.seconds) if res.seconds > 0 else 0.0

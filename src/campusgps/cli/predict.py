@@ -4,7 +4,7 @@ from __future__ import annotations
 HELP = "locate photos (files or folders) with a trained model -> CSV or GeoJSON"
 DESCRIPTION = """Locate photos with a model bundle written by `campusgps train`.
 
-PATH may be image files or folders (searched recursively for JPEG/PNG/TIFF/HEIC/WebP/BMP).
+PATH may be image files or folders (searched recursively for JPEG/MPO/PNG/TIFF/HEIC/AVIF/WebP/BMP).
 Output: one row (CSV) or one point feature (GeoJSON) per photo with lat, lon and radius_m (the truth lies
 within radius_m about 90 % of the time), plus flags. Without --out, CSV goes to stdout.
 Unreadable files are reported on stderr and skipped; the rest are still located.
@@ -51,12 +51,17 @@ def run(args) -> int:
     if not files:
         raise UserError("no photos found in " + ", ".join(args.paths) +
                         " (give image files or folders containing .jpg/.png/.tif/.heic)")
-    loc = Localizer.load(args.model)
-    pred = loc.predict([str(f) for f in files], batch_size=args.batch_size, progress=True)
+    from campusgps.logs import step
+
+    with step("loading the model", input=args.model):
+        loc = Localizer.load(args.model)
+    with step("locating photos", input=", ".join(args.paths)):
+        pred = loc.predict([str(f) for f in files], batch_size=args.batch_size, progress=True)
     ok = [i for i in range(len(files)) if pred.errors[i] is None and np.isfinite(pred.lat[i])]
     for i in range(len(files)):
         if pred.errors[i] is not None:
-            print(f"campusgps predict: skipped {files[i]}: {pred.errors[i]}", file=sys.stderr)
+            err = pred.errors[i].removeprefix(f"{files[i]}: ")  # the path once, not twice
+            print(f"campusgps predict: skipped {files[i]}: {err}", file=sys.stderr)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

@@ -30,65 +30,40 @@ Examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from campusgps.configs import add_dataclass_arguments
+    from campusgps.serving.settings import ServeSettings
+
     p.add_argument("model", metavar="MODEL", help="model bundle written by `campusgps train`")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--max-upload-mb", type=float, default=20.0,
-                   help="largest accepted request body in MB; bigger uploads get 413 (default 20)")
-    p.add_argument("--max-pixels", type=int, default=50_000_000,
-                   help="largest accepted image in pixels, against decompression bombs; 413 above (default 50e6)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="inference threads, each running whole batches (default 1; the model is shared)")
-    p.add_argument("--max-batch", type=int, default=8,
-                   help="most photos per model call when requests arrive together (default 8)")
-    p.add_argument("--batch-wait-ms", type=float, default=4.0,
-                   help="how long a batch waits for more requests after its first (default 4 ms)")
-    p.add_argument("--max-pending", type=int, default=64,
-                   help="requests in flight before the server answers 503 busy (default 64)")
-    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                   help="allow browser pages from ORIGIN to call the API (repeatable; '*' for any). Off by default")
-    p.add_argument("--tiles", default=None, metavar="URL",
-                   help="add an online tile layer under the offline basemap, e.g. "
-                        "'https://tile.openstreetmap.org/{z}/{x}/{y}.png' (needs internet on the viewer's side)")
-    p.add_argument("--tiles-attribution", default="", metavar="TEXT",
-                   help="attribution shown for --tiles (e.g. '© OpenStreetMap contributors')")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
-                   help="server log level (default info; debug also logs every request)")
+    add_dataclass_arguments(p, ServeSettings, "server options", skip={"warmup"})
 
 
 def run(args) -> int:
     from pathlib import Path
 
+    from campusgps.configs import from_args
     from campusgps.errors import UserError
+    from campusgps.serving.settings import ServeSettings
 
-    for name, val, lo in (("--port", args.port, 0), ("--workers", args.workers, 1), ("--max-batch", args.max_batch, 1),
-                          ("--max-pending", args.max_pending, 1), ("--max-pixels", args.max_pixels, 1)):
-        if val < lo or (name == "--port" and val > 65535):
-            raise UserError(f"{name} {val} is out of range")
-    if not args.max_upload_mb > 0:
-        raise UserError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
-    if args.tiles and not (args.tiles.startswith("http://") or args.tiles.startswith("https://")):
-        raise UserError(f"--tiles must be an http(s) URL template with {{z}}/{{x}}/{{y}}, got {args.tiles!r}")
+    settings = from_args(ServeSettings, args, warmup=True)  # the command always warms the model up
+    settings.validate()
     path = Path(args.model)
     if not path.is_file():
         raise UserError(f"model file not found: {path} (train one with `campusgps train DATASET --method "
                         f"regression --out {path}`)")
 
     from campusgps.localizers.base import Localizer
-    from campusgps.serving.app import ServeSettings, run_server
+    from campusgps.logs import step
+    from campusgps.serving.app import run_server
 
-    loc = Localizer.load(path)  # BundleError (a UserError) -> exit 2, before binding the port
-    settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, workers=args.workers,
-                             max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
-                             max_pending=args.max_pending, cors_origins=list(args.cors_origin),
-                             tiles_url=args.tiles, tiles_attribution=args.tiles_attribution, warmup=True)
-    _check_port_free(args.host, args.port)
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
-    print(f"campusgps serve: {loc.method} model {path} — page http://{shown}:{args.port}/ , "
-          f"API http://{shown}:{args.port}/v1/locate , docs http://{shown}:{args.port}/docs (Ctrl+C to stop)",
-          file=sys.stderr, flush=True)
-    run_server(loc, settings, host=args.host, port=args.port, log_level=args.log_level)
+    with step("loading the model", input=path):
+        loc = Localizer.load(path)  # BundleError (a UserError) -> exit 2, before binding the port
+    _check_port_free(settings.host, settings.port)
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    url = f"http://{shown}:{settings.port}"
+    print(f"campusgps serve: {loc.method} model {path} — page {url}/ , API {url}/v1/locate , docs {url}/docs "
+          f"(Ctrl+C to stop)", file=sys.stderr, flush=True)
+    with step("serving", input=f"{settings.host}:{settings.port}"):
+        run_server(loc, settings)
     return 0
 
 

@@ -35,15 +35,20 @@ def run(args: argparse.Namespace) -> int:
     from campusgps.dataset import Dataset
     from campusgps.ingest.split import SplitConfig, apply_audit, split_dataset
 
-    ds = Dataset.open(args.dataset)
+    from campusgps.logs import step
+
+    with step("opening the dataset", input=args.dataset):
+        ds = Dataset.open(args.dataset)
     if args.apply_audit:
-        res = apply_audit(ds, args.apply_audit)
+        with step("applying the audit", input=args.apply_audit):
+            res = apply_audit(ds, args.apply_audit)
         for line in res.summary_lines():
             print(line)
         counts = ds.manifest["split"].replace("", "unassigned").value_counts().to_dict()
         print("dataset now: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         return 0
-    res = split_dataset(ds, from_args(SplitConfig, args))
+    with step("splitting", input=args.dataset):
+        res = split_dataset(ds, from_args(SplitConfig, args))
     for line in res.summary_lines():
         print(line)
     return 0

@@ -70,6 +70,9 @@ def run(args) -> int:
                         outlier_fraction=args.outlier_fraction, night_fraction=args.night_fraction,
                         dusk_fraction=args.dusk_fraction, overcast_fraction=args.overcast_fraction,
                         occluders=not args.no_occluders, width=args.width, height=height)
-    synthesize(args.out, preset=args.preset, seed=args.seed, cfg=cfg, workers=args.workers,
-               contact_sheet=args.contact_sheet, overwrite=args.overwrite, quality=args.jpeg_quality)
+    from campusgps.logs import step
+
+    with step("simulating the campus", input=args.out):
+        synthesize(args.out, preset=args.preset, seed=args.seed, cfg=cfg, workers=args.workers,
+                   contact_sheet=args.contact_sheet, overwrite=args.overwrite, quality=args.jpeg_quality)
     return 0

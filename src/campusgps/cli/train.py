@@ -26,36 +26,41 @@ METHODS = ("regression", "retrieval", "hybrid", "ensemble")
 
 
 def _method_classes():
-    """(method, class) for every method whose module exists (others are skipped, e.g. not built yet)."""
+    """(method, class) of every method ``--method`` accepts."""
     from campusgps.localizers.base import get_localizer_class
 
-    out = []
-    for m in METHODS:
-        try:
-            out.append((m, get_localizer_class(m)))
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("campusgps."):
-                continue
-            raise
-        except Exception:  # a method module that fails to import must not break `train --help`
-            continue
-    return out
+    return [(m, get_localizer_class(m)) for m in METHODS]
+
+
+def _add_method_group(p, method: str, cls) -> None:
+    """One help group per method listing all of its options with ITS defaults. A flag several methods share
+    (``--batch-size``) is parsed by one action, registered with the first method; the later groups show a
+    help-only copy carrying their own default (argparse prints a group's ``_group_actions``)."""
+    import argparse
+
+    from campusgps.configs import add_dataclass_arguments
+
+    scratch = argparse.ArgumentParser(add_help=False)
+    add_dataclass_arguments(scratch, cls.Config, group_title=method)
+    own = scratch._action_groups[-1]._group_actions  # this method's options, with this method's defaults
+    add_dataclass_arguments(p, cls.Config, group_title=f"{method} options (--method {method})")
+    group = p._action_groups[-1]
+    registered = {a.dest: a for a in group._group_actions}
+    group._group_actions[:] = [registered.get(a.dest, a) for a in own]
 
 
 def add_arguments(p):
-    from campusgps.configs import add_dataclass_arguments
+    import dataclasses
 
     p.add_argument("dataset", metavar="DATASET", help="dataset folder written by `campusgps ingest` (and split)")
     p.add_argument("--method", default="regression", choices=list(METHODS), help="localization method (regression)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model bundle file to write, e.g. model.cgps")
-    owners: dict[str, str] = {}
-    import dataclasses
-
+    owners: dict[str, set[str]] = {}
     for method, cls in _method_classes():
-        add_dataclass_arguments(p, cls.Config, group_title=f"{method} options")
+        _add_method_group(p, method, cls)
         for f in dataclasses.fields(cls.Config):
-            owners.setdefault(f.name, method)
-    p.set_defaults(_config_owners=owners)
+            owners.setdefault(f.name, set()).add(method)
+    p.set_defaults(_config_owners={k: sorted(v) for k, v in owners.items()})
 
 
 def run(args) -> int:
@@ -73,9 +78,10 @@ def run(args) -> int:
 
     cls = get_localizer_class(args.method)
     mine = {f.name for f in dataclasses.fields(cls.Config)}
-    alien = sorted(d for d in getattr(args, "_config_owners", {}) if d not in mine and getattr(args, d, None) is not None)
+    owners = getattr(args, "_config_owners", {})
+    alien = sorted(d for d in owners if d not in mine and getattr(args, d, None) is not None)
     if alien:
-        flags = ", ".join("--" + a.replace("_", "-") for a in alien)
+        flags = ", ".join(f"--{a.replace('_', '-')} ({'/'.join(owners[a])})" for a in alien)
         raise UserError(f"option(s) {flags} do not apply to --method {args.method}; drop them or pick the method "
                         f"they belong to (see `campusgps train --help`)")
     out = Path(args.out)
@@ -85,7 +91,10 @@ def run(args) -> int:
     if "checkpoint" in mine and not getattr(args, "checkpoint", None):
         overrides["checkpoint"] = str(out.with_name(out.name + ".ckpt"))
     cfg = from_args(cls.Config, args, **overrides)
-    ds = Dataset.open(args.dataset)
+    from campusgps.logs import step
+
+    with step("opening the dataset", input=args.dataset):
+        ds = Dataset.open(args.dataset)
     if len(ds) == 0:
         raise UserError(f"{args.dataset}: the dataset is empty; ingest photos first (`campusgps ingest SRC --out "
                         f"{args.dataset}`)")
@@ -94,10 +103,12 @@ def run(args) -> int:
     if "progress" in inspect.signature(loc.fit).parameters:
         kw["progress"] = True
     t0 = time.time()
-    loc.fit(ds, **kw)
+    with step(f"training {args.method}", input=args.dataset):
+        loc.fit(ds, **kw)
     seconds = time.time() - t0
     loc.info.setdefault("train_seconds", seconds)
-    loc.save(out)
+    with step("saving the model", input=out):
+        loc.save(out)
     rec = run_record(cfg, command="train", method=args.method, dataset=str(Path(args.dataset).resolve()),
                      out=str(out.resolve()), seconds=round(seconds, 2),
                      summary={k: loc.info[k] for k in ("data", "val", "calibration", "training", "backbone")

@@ -21,9 +21,7 @@ import numpy as np
 import pandas as pd
 
 from campusgps.errors import UserError
-
-AUDIT_COLUMNS = ["id", "file", "label_lat", "label_lon", "pred_lat", "pred_lon", "error_m", "radius_m",
-                 "decision", "new_lat", "new_lon", "note"]
+from campusgps.ingest.split import AUDIT_COLUMNS
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -76,7 +74,8 @@ def cross_fit_predictions(localizer, dataset, rows: np.ndarray, folds: int, seed
 def run_audit(model, dataset, split: str = "all", cross_fit: int = 3, seed: int = 0, batch_size: int = 32,
               quiet: bool = False) -> tuple[pd.DataFrame, dict]:
     """Locate every photo of ``split``; returns (table sorted worst first, context for the page)."""
-    from campusgps.evaluation.evaluate import find_references, open_dataset, open_localizer
+    from campusgps.evaluation.inputs import open_dataset, open_localizer
+    from campusgps.evaluation.references import find_references
     from campusgps.geo import haversine_m
 
     loc = open_localizer(model)
@@ -143,7 +142,7 @@ def audit(model, dataset, out_dir, worst: int = 20, split: str = "all", cross_fi
           batch_size: int = 32, quiet: bool = False) -> pd.DataFrame:
     """Write ``audit.csv`` and ``audit.html`` for the ``worst`` photos; returns the audit.csv rows."""
     from campusgps.configs import run_record
-    from campusgps.evaluation.evaluate import write_json
+    from campusgps.jsonio import write_json, write_text_atomic
 
     if worst < 1:
         raise UserError("--worst must be at least 1")
@@ -159,8 +158,7 @@ def audit(model, dataset, out_dir, worst: int = 20, split: str = "all", cross_fi
     tmp.replace(out / "audit.csv")
     html = render_audit(top, table, ctx, model_name=Path(str(model)).name if not hasattr(model, "predict")
                         else ctx["localizer"].method)
-    (out / "audit.html.tmp").write_text(html, encoding="utf-8")
-    (out / "audit.html.tmp").replace(out / "audit.html")
+    write_text_atomic(out / "audit.html", html)
     write_json(out / "run.json", run_record({"model": str(model), "dataset": str(ctx["dataset"].root),
                                              "worst": worst, "split": split, "cross_fit": cross_fit},
                                             command="audit", predicted_by=ctx["how"]))

@@ -32,7 +32,8 @@ def _unique_names(models) -> list[str]:
 def compare(models: list, dataset, out_dir, split: str = "test", truth=None, reference=None,
             names: list[str] | None = None, batch_size: int = 32) -> pd.DataFrame:
     """Evaluate each model (paths or Localizers) on the same dataset; write compare.csv/html; return the table."""
-    from campusgps.evaluation.evaluate import load_truth, open_dataset, run_evaluation
+    from campusgps.evaluation.evaluate import run_evaluation
+    from campusgps.evaluation.inputs import load_truth, open_dataset
 
     if not models:
         raise UserError("give at least one MODEL to compare")
@@ -64,7 +65,7 @@ def _row(name: str, method: str, errors: np.ndarray, truth_errors: np.ndarray | 
 def write_compare(results: dict, out_dir) -> pd.DataFrame:
     """``results``: name -> EvalResult (from run_evaluation). Writes compare.csv and compare.html."""
     from campusgps.configs import run_record
-    from campusgps.evaluation.evaluate import write_json
+    from campusgps.jsonio import write_json, write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,8 +102,7 @@ def write_compare(results: dict, out_dir) -> pd.DataFrame:
     df.to_csv(tmp, index=False)
     tmp.replace(out / "compare.csv")
     html = render_compare(df, series_t if has_truth else None, series_l, results, fm["baseline"]["source"])
-    (out / "compare.html.tmp").write_text(html, encoding="utf-8")
-    (out / "compare.html.tmp").replace(out / "compare.html")
+    write_text_atomic(out / "compare.html", html)
     write_json(out / "run.json", run_record({"models": list(results), "dataset": fm.get("dataset"),
                                              "split": fm.get("split")}, command="compare"))
     return df

@@ -45,11 +45,11 @@ def open_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, draft_max
             if w * h > max_pixels:
                 raise ImageError(f"{name}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the pixel limit "
                                  f"({max_pixels / 1e6:.0f} MP)", reason="decompression_bomb")
-            if draft_max_side and im.format == "JPEG" and max(w, h) > 2 * draft_max_side:
+            if draft_max_side and im.format in ("JPEG", "MPO") and max(w, h) > 2 * draft_max_side:
                 scale = draft_max_side / max(w, h)
                 im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
             im.load()
-            im = ImageOps.exif_transpose(im)
+            im = _to_8bit(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except FileNotFoundError:
@@ -67,13 +67,31 @@ def open_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, draft_max
     return im
 
 
+_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float single-channel images (thermal cameras, scientific TIFFs) -> 8-bit ``L``.
+
+    The 0.5..99.5 percentile range is stretched to 0..255: a thermal frame holds raw sensor counts in a
+    narrow band (e.g. 29 000..29 600 of 65 535), which divided by the maximum would be a flat grey.
+    Pillow also cannot shrink these modes with ``reduce`` (thumbnail fails with "image has wrong mode").
+    """
+    if im.mode not in _HIGH_DEPTH:
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    fin = a[np.isfinite(a)]
+    lo, hi = (np.percentile(fin, [0.5, 99.5]) if fin.size else (0.0, 1.0))
+    if not hi > lo:
+        lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    a = np.nan_to_num((a - lo) * scale, nan=0.0).clip(0, 255).round().astype(np.uint8)
+    return Image.fromarray(a, mode="L")
+
+
 def to_rgb_array(im: Image.Image) -> np.ndarray:
     """Any PIL mode (L, LA, P, RGBA, I;16, CMYK, F) -> (H, W, 3) uint8 RGB."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        hi = a.max() if a.size else 1.0
-        a = (a / (hi if hi > 0 else 1.0) * 255.0).clip(0, 255).astype(np.uint8)
-        im = Image.fromarray(a, mode="L")
+    im = _to_8bit(im)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))

@@ -1,5 +1,8 @@
 """EXIF metadata that matters for localisation: GPS position, its accuracy, time, camera, focal length.
 
+GPS and time missing from EXIF are taken from the file's XMP packet when it has them (:mod:`.xmp`);
+capture times keep their offset when the photo gives one (:mod:`.times`).
+
 Reading (:func:`read_metadata`) goes through Pillow's ``getexif()`` / ``get_ifd()`` so JPEG, PNG (``eXIf``
 chunk), TIFF, WebP and HEIC/HEIF (via pillow-heif) all work the same way, and only the header is parsed:
 no pixels are decoded. GPS coordinates are accepted in every shape phones write them: three rationals
@@ -22,6 +25,9 @@ from typing import Any, Union
 
 from PIL import Image
 
+from campusgps.exif.times import exif_time_iso, gps_time_iso
+from campusgps.exif.xmp import read_xmp, xmp_text
+
 try:  # HEIC/HEIF (iPhone photos); importing campusgps.exif.image registers it too
     import pillow_heif
 
@@ -33,8 +39,11 @@ except Exception:  # pragma: no cover - required by pyproject, optional at impor
 _IFD_EXIF, _IFD_GPS = 0x8769, 0x8825
 _MAKE, _MODEL, _ORIENTATION, _DATETIME = 271, 272, 274, 306
 _DT_ORIGINAL, _DT_DIGITIZED = 36867, 36868
-_OFFSET_ORIGINAL, _OFFSET = 36881, 36880
-_SUBSEC_ORIGINAL = 37521
+_OFFSET, _OFFSET_ORIGINAL, _OFFSET_DIGITIZED = 36880, 36881, 36882
+_SUBSEC, _SUBSEC_ORIGINAL, _SUBSEC_DIGITIZED = 37520, 37521, 37522
+# (date-time tag, 0 = IFD0 / 1 = Exif IFD, its SubSecTime* tag, its OffsetTime* tag), most specific first
+_TIME_TAGS = ((_DT_ORIGINAL, 1, _SUBSEC_ORIGINAL, _OFFSET_ORIGINAL), (_DT_DIGITIZED, 1, _SUBSEC_DIGITIZED,
+              _OFFSET_DIGITIZED), (_DATETIME, 0, _SUBSEC, _OFFSET))
 _FOCAL, _FOCAL_35 = 37386, 41989
 _FP_XRES, _FP_YRES, _FP_UNIT = 41486, 41487, 41488
 _EXIF_W, _EXIF_H = 40962, 40963
@@ -161,40 +170,16 @@ def _gps(gps: dict, meta: PhotoMeta) -> None:
     meta.heading_deg = _num(gps.get(_GPS_IMGDIR))
 
 
-def _iso_time(dt_text: str | None, subsec: str | None, offset: str | None) -> str | None:
-    if not dt_text:
-        return None
-    s = dt_text.strip()
-    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            t = _dt.datetime.strptime(s[:19] if "S" in fmt else s[:16], fmt)
-            break
-        except ValueError:
-            continue
-    else:
-        return None  # "0000:00:00 00:00:00" and other junk
-    if subsec and subsec.strip().isdigit():
-        digits = subsec.strip()[:6]
-        t = t.replace(microsecond=int(digits.ljust(6, "0")))
-    out = t.isoformat()
-    if offset and len(offset.strip()) >= 5 and offset.strip()[0] in "+-":
-        out += offset.strip()[:6]
-    return out
-
-
-def _gps_time(gps: dict) -> str | None:
-    date, hms = _text(gps.get(_GPS_DATE)), gps.get(_GPS_TIME)
-    if not date or not isinstance(hms, (tuple, list)) or len(hms) != 3:
-        return None
-    vals = [_num(x) for x in hms]
-    if any(v is None for v in vals):
-        return None
-    try:
-        d = _dt.datetime.strptime(date[:10], "%Y:%m:%d")
-    except ValueError:
-        return None
-    t = d + _dt.timedelta(hours=vals[0], minutes=vals[1], seconds=vals[2])
-    return t.replace(microsecond=0).isoformat() + "+00:00"
+def _taken_at(base: dict, exif_ifd: dict, gps: dict) -> str | None:
+    """Capture time: each date-time tag with its own SubSec/Offset tags, most specific first, GPS UTC last."""
+    for dt_tag, src, sub_tag, off_tag in _TIME_TAGS:
+        t = exif_time_iso(_text((base if src == 0 else exif_ifd).get(dt_tag)),
+                          _text(exif_ifd.get(sub_tag)), _text(exif_ifd.get(off_tag)))
+        if t:
+            return t
+    hms = gps.get(_GPS_TIME)
+    hms = [_num(x) for x in hms] if isinstance(hms, (tuple, list)) else None
+    return gps_time_iso(_text(gps.get(_GPS_DATE)), hms if hms and None not in hms else None)
 
 
 def _focal_35(exif_ifd: dict, focal: float | None, size: tuple[int | None, int | None]) -> float | None:
@@ -215,6 +200,17 @@ def _focal_35(exif_ifd: dict, focal: float | None, size: tuple[int | None, int |
     if not (1.0 < diag < 100.0):  # not a plausible sensor: the tags are junk
         return None
     return round(focal * FULL_FRAME_DIAGONAL_MM / diag, 1)
+
+
+def _from_xmp(im: Image.Image, meta: PhotoMeta) -> None:
+    try:
+        found = read_xmp(xmp_text(im))
+    except Exception:  # a broken packet must not sink the EXIF fields
+        return
+    if not meta.has_gps and "lat" in found:
+        meta.lat, meta.lon = found["lat"], found["lon"]
+    if meta.taken_at is None:
+        meta.taken_at = found.get("taken_at")
 
 
 def meta_from_image(im: Image.Image) -> PhotoMeta:
@@ -240,13 +236,9 @@ def meta_from_image(im: Image.Image) -> PhotoMeta:
     meta.make, meta.model = _text(base.get(_MAKE)), _text(base.get(_MODEL))
     o = _num(base.get(_ORIENTATION))
     meta.orientation = int(o) if o is not None and 1 <= o <= 8 else 1
-    meta.taken_at = (
-        _iso_time(_text(exif_ifd.get(_DT_ORIGINAL)), _text(exif_ifd.get(_SUBSEC_ORIGINAL)),
-                  _text(exif_ifd.get(_OFFSET_ORIGINAL)))
-        or _iso_time(_text(exif_ifd.get(_DT_DIGITIZED)), None, _text(exif_ifd.get(_OFFSET)))
-        or _iso_time(_text(base.get(_DATETIME)), None, _text(exif_ifd.get(_OFFSET)))
-        or _gps_time(gps)
-    )
+    meta.taken_at = _taken_at(base, exif_ifd, gps)
+    if meta.taken_at is None or not meta.has_gps:  # editors and some drones keep these only in XMP
+        _from_xmp(im, meta)
     focal = _num(exif_ifd.get(_FOCAL))
     meta.focal_mm = focal if focal is not None and focal > 0 else None
     meta.focal_35mm = _focal_35(exif_ifd, meta.focal_mm, im.size)

@@ -17,8 +17,8 @@ import pandas as pd
 
 from campusgps.errors import UserError
 
-AUDIT_COLUMNS = ("id", "file", "label_lat", "label_lon", "pred_lat", "pred_lon", "error_m", "radius_m",
-                 "decision", "new_lat", "new_lon", "note")
+AUDIT_COLUMNS = ["id", "file", "label_lat", "label_lon", "pred_lat", "pred_lon", "error_m", "radius_m",
+                 "decision", "new_lat", "new_lon", "note"]  # audit.csv, written by evaluation/audit.py
 AUDIT_DECISIONS = ("relabel", "keep", "move_to_train", "drop", "")
 
 
@@ -152,7 +152,7 @@ def _float(v) -> float:
 def apply_audit(dataset, audit_csv: str | Path) -> AuditResult:
     """Apply the decisions of an ``audit.csv`` (from ``campusgps audit``) to ``dataset`` and save it."""
     from campusgps.dataset import REJECTED
-    from campusgps.ingest.pipeline import _read_rejected, write_rejected
+    from campusgps.ingest.store import read_rejected, write_rejected
 
     from campusgps.ingest.labels import read_csv_strings
 
@@ -204,7 +204,7 @@ def apply_audit(dataset, audit_csv: str | Path) -> AuditResult:
             drop_rows.add(i)
     if drop_rows:
         rej_path = Path(dataset.root) / REJECTED
-        rejected = _read_rejected(rej_path)
+        rejected = read_rejected(rej_path)
         for i in sorted(drop_rows):
             rejected[str(df.at[i, "source_path"]) or str(df.at[i, "file"])] = "dropped_by_audit"
         files = [Path(dataset.root) / str(df.at[i, "file"]) for i in drop_rows]

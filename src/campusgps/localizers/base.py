@@ -5,10 +5,13 @@ The CLI, the evaluator, the server and the ensemble only speak to this interface
 Subclass contract (see docs/ARCHITECTURE.md):
 
 * ``method``: class attribute, the registered name (``regression``, ``retrieval``, ...).
-* ``fit(dataset, **opts)``: train on ``dataset.subset("train")`` (validation on ``"val"`` when present),
+* ``fit(dataset, **opts)``: train on ``dataset.training_rows()`` (validation on ``"val"`` when present),
   set ``self.frame`` and return ``self``.
-* ``_predict_arrays(images: list[np.ndarray]) -> Prediction`` with east/north in ``self.frame``.
-  The base class handles paths/bytes, unreadable files, batching and WGS84 conversion.
+* ``predict_arrays(images: list[np.ndarray], exclude_ids=()) -> Prediction`` with east/north in ``self.frame``.
+  The base class handles paths/bytes, unreadable files, batching and WGS84 conversion. Methods that answer
+  from reference photos (``uses_references = True``) must not use the references whose id is in
+  ``exclude_ids`` (held-out calibration on photos the model indexed). Prediction must not change the model:
+  one fitted model serves several threads at once.
 * ``_state() -> (tensors: dict[str, np.ndarray], meta: dict)`` and
   ``_from_state(cls, tensors, meta) -> instance`` for bundles.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterable, Sequence
+from typing import ClassVar, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -35,6 +38,15 @@ _METHOD_MODULES = {
     "hybrid": "campusgps.localizers.hybrid",
     "ensemble": "campusgps.localizers.ensemble",
 }
+
+
+# options renamed since older bundles were written: old name -> current name
+RENAMED_OPTIONS = {"radius_coverage": "radius_target"}
+
+
+def _renamed_options(config: dict) -> dict:
+    """A bundle's saved options under their current names (older bundles load unchanged)."""
+    return {RENAMED_OPTIONS.get(k, k): v for k, v in config.items()}
 
 
 def register(cls: type["Localizer"]) -> type["Localizer"]:
@@ -111,6 +123,7 @@ class Localizer:
 
     method: ClassVar[str] = "base"
     Config: ClassVar[type] = NoConfig
+    uses_references: ClassVar[bool] = False  # answers from indexed reference photos (honours exclude_ids)
 
     def __init__(self, config=None, **overrides):
         self.cfg = config if config is not None else self.Config()
@@ -118,6 +131,17 @@ class Localizer:
         self.configure(**overrides)
         self.frame: LocalFrame | None = None
         self.info: dict = {}  # training summary, data summary, calibration, ... (goes into metadata)
+        self.bundle_meta: dict | None = None  # the bundle's metadata when loaded by Localizer.load
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        # subclasses written against the old private name ``_predict_arrays`` keep working
+        if "_predict_arrays" in cls.__dict__ and "predict_arrays" not in cls.__dict__:
+            cls.predict_arrays = lambda self, images, exclude_ids=(): self._predict_arrays(images)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.frame is not None
 
     def configure(self, **opts) -> "Localizer":
         """Override fields of ``Config`` (``fit(dataset, **opts)`` calls this); unknown names raise UserError."""
@@ -133,8 +157,13 @@ class Localizer:
         """Train on ``dataset``; ``opts`` override ``Config`` fields (via :meth:`configure`)."""
         raise NotImplementedError
 
-    def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
+    def predict_arrays(self, images: list[np.ndarray], exclude_ids: Collection[str] = ()) -> Prediction:
+        """Locate decoded RGB arrays (already shrunk to ``input_max_side``); east/north in ``self.frame``."""
         raise NotImplementedError
+
+    def _predict_arrays(self, images: list[np.ndarray], exclude_ids: Collection[str] = ()) -> Prediction:
+        """Old name of :meth:`predict_arrays`."""
+        return self.predict_arrays(images, exclude_ids)
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict]:
         raise NotImplementedError
@@ -144,15 +173,18 @@ class Localizer:
         raise NotImplementedError
 
     # --- prediction --------------------------------------------------------------------------------
-    def predict(self, images: Sequence, batch_size: int = 32, progress: bool = False) -> Prediction:
+    def predict(self, images: Sequence, batch_size: int = 32, progress: bool = False,
+                exclude_ids: Collection[str] = ()) -> Prediction:
         """Locate a batch of images: numpy RGB arrays, paths, or raw bytes (any mix).
 
         Unreadable inputs do not stop the batch: their row is NaN and ``errors[i]`` says why.
+        ``exclude_ids``: reference photos (by manifest id) the answer must not use (see ``uses_references``).
         """
         from campusgps.exif import load_image
         from campusgps.progress import progress_bar
 
-        self._require_fitted()
+        self.require_fitted()
+        exclude_ids = frozenset(str(i) for i in exclude_ids)
         images = list(images)
         out = Prediction.empty(len(images))
         bar = progress_bar(total=len(images), desc="locating", unit="img", enable=progress)
@@ -166,7 +198,7 @@ class Localizer:
                 except ImageError as e:
                     out.errors[start + j] = str(e)
             if arrays:
-                p = self._predict_arrays(arrays)
+                p = self.predict_arrays(arrays, exclude_ids)
                 for k, i in enumerate(idx):
                     out.east[i], out.north[i], out.radius_m[i] = p.east[k], p.north[k], p.radius_m[k]
                     out.neighbors[i] = p.neighbors[k] if p.neighbors else []
@@ -226,7 +258,7 @@ class Localizer:
         }
 
     def save(self, path: str | Path) -> Path:
-        self._require_fitted()
+        self.require_fitted()
         tensors, meta = self._state()
         write_bundle(path, tensors, {**self.metadata(), "state": meta})
         return Path(path)
@@ -248,7 +280,7 @@ class Localizer:
         except Exception as e:
             raise BundleError(f"{path}: corrupt or incompatible {method!r} bundle ({type(e).__name__}: {e})")
         loc.frame = LocalFrame.from_dict(meta["frame"]) if meta.get("frame") else None
-        loc.config = meta.get("config", {})
+        loc.config = _renamed_options(meta.get("config", {}))
         known = {f.name for f in dataclasses.fields(klass.Config)}
         loc.cfg = klass.Config(**{k: v for k, v in loc.config.items() if k in known})
         loc.info = meta.get("info", {})
@@ -259,9 +291,12 @@ class Localizer:
     def read_metadata(path: str | Path) -> dict:
         return read_bundle_meta(path)
 
-    def _require_fitted(self):
-        if self.frame is None:
+    def require_fitted(self) -> None:
+        """UserError unless the model is trained (``fit``) or loaded (``Localizer.load``)."""
+        if not self.is_fitted:
             raise UserError(f"{self.method} localizer is not trained yet: call fit() or Localizer.load()")
+
+    _require_fitted = require_fitted  # old private name
 
 
 @register
@@ -276,9 +311,7 @@ class MeanLocalizer(Localizer):
 
     def fit(self, dataset, **opts) -> "MeanLocalizer":
         self.configure(**opts)
-        train = dataset.subset("train") if (dataset.manifest["split"] == "train").any() else dataset
-        if len(train) == 0:
-            raise UserError(f"{dataset.root}: no training samples (run `campusgps split {dataset.root}`)")
+        train = dataset.training_rows()
         en = train.en()
         self.frame = dataset.frame
         self.center = en.mean(axis=0)
@@ -286,7 +319,7 @@ class MeanLocalizer(Localizer):
         self.info["data"] = {"n_train": int(len(train))}
         return self
 
-    def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
+    def predict_arrays(self, images: list[np.ndarray], exclude_ids: Collection[str] = ()) -> Prediction:
         n = len(images)
         return Prediction(east=np.full(n, self.center[0]), north=np.full(n, self.center[1]),
                           radius_m=np.full(n, self.radius))
@@ -307,7 +340,7 @@ class MeanLocalizer(Localizer):
 
 def iter_image_files(paths: Iterable[str | Path], recursive: bool = True) -> list[Path]:
     """Expand files and folders into a sorted list of image-looking files."""
-    exts = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif", ".webp", ".bmp"}
+    exts = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif", ".avif", ".webp", ".bmp", ".mpo"}
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():

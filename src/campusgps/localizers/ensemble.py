@@ -20,7 +20,8 @@ import numpy as np
 
 from campusgps.errors import BundleError, UserError
 from campusgps.localizers.base import Localizer, Prediction, register
-from campusgps.localizers.geometry import weighted_geometric_median
+from campusgps.localizers.fusion import weighted_geometric_median
+from campusgps.localizers.selection import calibrate_radius, even_sample
 
 
 @dataclass
@@ -83,6 +84,10 @@ class EnsembleLocalizer(Localizer):
         self.member_bytes: list[bytes] = []
         self.scale = 1.0
 
+    @property
+    def uses_references(self) -> bool:  # exclude_ids is passed on to every member
+        return any(m.uses_references for m in self.members)
+
     def input_max_side(self) -> int | None:
         sides = [m.input_max_side() for m in self.members]
         return None if any(s is None for s in sides) else max(sides or [1024])
@@ -91,7 +96,6 @@ class EnsembleLocalizer(Localizer):
     def fit(self, dataset, members: list | None = None, **opts) -> "EnsembleLocalizer":
         """Members: given Localizer objects, else bundle paths from the config, else train ``methods``."""
         from campusgps.localizers.base import get_localizer_class
-        from campusgps.localizers.calibration import fit_radius_scale
 
         self.configure(**opts)
         self.frame = dataset.frame
@@ -115,29 +119,25 @@ class EnsembleLocalizer(Localizer):
                     self.member_bytes.append(Path(m.save(Path(td) / "m.cgps")).read_bytes())
         if len(self.members) < 1:
             raise UserError("an ensemble needs at least one member: --members A.cgps,B.cgps or --methods A,B")
-        val = dataset.subset("val") if (dataset.manifest["split"] == "val").any() else None
         self.info["members"] = [{"method": m.method, "config": m.config} for m in self.members]
-        if val is not None and len(val) > 150:  # bound the fit time: an even sample of the val photos
-            pick = np.linspace(0, len(val) - 1, 150).round().astype(int)
-            val.manifest = val.manifest.iloc[pick].reset_index(drop=True)
-        if val is not None and len(val) >= 5:
-            # members that indexed the val photos must not find them (else val errors are ~0)
-            ex = set(val.manifest["id"].astype(str))
-            for m in self.members:
-                m._exclude_ids = ex
-            try:
-                imgs = [val.load_image(i, max_side=self.input_max_side()) for i in range(len(val))]
-                p = self._predict_arrays(imgs)
-            finally:
-                for m in self.members:
-                    m._exclude_ids = None
-            err = np.hypot(p.east - val.en()[:, 0], p.north - val.en()[:, 1])
-            raw = p.radius_m / self.scale
-            ok = np.isfinite(err) & np.isfinite(raw)
-            self.scale = float(fit_radius_scale(raw[ok], err[ok], target=self.cfg.radius_target))
-            self.info["calibration"] = {"radius_scale": self.scale, "val_median_m": float(np.median(err[ok])),
-                                        "val_coverage": float(np.mean(err[ok] <= self.scale * raw[ok]))}
+        self._calibrate(dataset)
         return self
+
+    def _calibrate(self, dataset) -> None:
+        """Radius scale on (at most 150 of) the val photos; members that indexed them must not find them
+        (``exclude_ids``), else their val errors are ~0."""
+        val = dataset.subset("val")
+        if len(val) < 5:
+            return
+        val = val.rows(even_sample(len(val), 150))  # bound the fit time
+        imgs = [val.load_image(i, max_side=self.input_max_side()) for i in range(len(val))]
+        p = self.predict_arrays(imgs, exclude_ids=frozenset(val.manifest["id"].astype(str)))
+        err = np.hypot(p.east - val.en()[:, 0], p.north - val.en()[:, 1])
+        raw = p.radius_m / self.scale
+        ok = np.isfinite(err) & np.isfinite(raw)
+        self.scale, cov = calibrate_radius(raw, err, self.cfg.radius_target)
+        self.info["calibration"] = {"radius_scale": self.scale, "val_median_m": float(np.median(err[ok])),
+                                    "val_coverage": cov}
 
     # ------------------------------------------------------------------ predict
     def _member_en(self, m: Localizer, p: Prediction) -> np.ndarray:
@@ -147,8 +147,8 @@ class EnsembleLocalizer(Localizer):
         e, n = self.frame.to_local(lat, lon)
         return np.stack([e, n], 1)
 
-    def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
-        from campusgps.localizers.retrieval import photometric_variants
+    def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
+        from campusgps.localizers.retrieval.views import photometric_variants
 
         n = len(images)
         pts, rad, names, member_preds = [], [], [], []
@@ -157,7 +157,7 @@ class EnsembleLocalizer(Localizer):
         for mi, m in enumerate(self.members):
             for v in range(nv):
                 batch = [vs[v] if v < len(vs) else vs[0] for vs in variants]
-                p = m._predict_arrays(batch)
+                p = m.predict_arrays(batch, exclude_ids)
                 pts.append(self._member_en(m, p))
                 rad.append(np.asarray(p.radius_m, dtype=np.float64))
                 names.append((mi, v))

@@ -24,8 +24,10 @@ def _bright_of(ds, rows) -> np.ndarray:
 
 
 def fit_retrieval_confidence(loc, train, max_photos: int = 400) -> ConfidenceModel | None:
-    """Fit on up to ``max_photos`` references of ``train`` (the dataset whose photos are indexed)."""
-    from campusgps.localizers.geometry import spot_ids
+    """Fit ``loc.confidence_model`` on up to ``max_photos`` references of ``train`` (the dataset whose photos
+    are indexed) and return it (None, and the model left as it was, with too few photos or spots)."""
+    from campusgps.localizers.retrieval.fusion import fuse_with, raw_radius
+    from campusgps.localizers.spots import spot_ids
 
     pos = {r: k for k, r in enumerate(loc.ref_ids)}
     rows = [j for j, r in enumerate(train.manifest["id"].astype(str)) if r in pos]
@@ -49,29 +51,33 @@ def fit_retrieval_confidence(loc, train, max_photos: int = 400) -> ConfidenceMod
         s, i = S0[j][keep][:K], I0[j][keep][:K]
         if not len(i):
             continue
-        f, _, _ = loc._fuse_one(s, i, fu["k"], fu["tau"], fu["bandwidth_m"], fu["method"])
+        f, _, _ = fuse_with(loc.ref_en, s, i, fu)
         x, places, aw = retrieval_evidence(f.center, s, i, loc.ref_en, f, bright[j], fu["k"])
         truth = loc.ref_en[ref_of[j]]
         for rank, (p, w) in enumerate(places, start=1):
             alt_rows.append((len(X), w, aw, rank, float(np.hypot(*(p - truth)))))
         X.append(x)
         err.append(float(np.hypot(*(f.center - truth))))
-        raw.append(loc._raw_radius(f, fu["bandwidth_m"]))
+        raw.append(raw_radius(f, fu["bandwidth_m"]))
     if len(X) < 20:
         return None
     groups = spot[ref_of][:len(X)]
-    return ConfidenceModel.fit(np.asarray(X), np.asarray(err), RETRIEVAL_FEATURES, groups=groups,
-                               target=loc.cfg.radius_target, alt_rows=alt_rows, min_per_bin=max(30, len(X) // 6))
+    loc.confidence_model = ConfidenceModel.fit(np.asarray(X), np.asarray(err), RETRIEVAL_FEATURES, groups=groups,
+                                               target=loc.cfg.radius_target, alt_rows=alt_rows,
+                                               min_per_bin=max(30, len(X) // 6))
+    return loc.confidence_model
 
 
 def apply_retrieval_confidence(loc, out, S, I, images) -> None:
     """Confidence, binned radius and alternatives for every answer of ``out`` (from ``_predict_from_search``)."""
+    from campusgps.localizers.retrieval.fusion import fuse_with
+
     model = getattr(loc, "confidence_model", None)
     if model is None:
         return
     fu = loc.fusion
     for j in range(len(out)):
-        f, _, _ = loc._fuse_one(S[j], I[j], fu["k"], fu["tau"], fu["bandwidth_m"], fu["method"])
+        f, _, _ = fuse_with(loc.ref_en, S[j], I[j], fu)
         x, places, aw = retrieval_evidence(f.center, S[j], I[j], loc.ref_en, f, brightness(images[j]), fu["k"])
         c = float(model.confidence(x[None])[0])
         out.confidence[j] = c

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,7 +75,7 @@ class RegressionConfig:
     fast: str = field(default="auto", metadata={"help": "feature inference path: auto (fastest verified), onnx, "
                                                         "bf16, eager, cuda",
                                                 "choices": ["auto", "onnx", "bf16", "eager", "cuda"]})
-    radius_coverage: float = field(default=0.9, metadata={"help": "radius calibrated to hold the truth this often"})
+    radius_target: float = field(default=0.9, metadata={"help": "radius calibrated to hold the truth this often"})
     min_train: int = field(default=8, metadata={"help": "refuse to train with fewer training photos"})
     checkpoint: str = field(default="", metadata={"help": "checkpoint file written every epoch (CLI: MODEL.ckpt)"})
     resume: bool = field(default=False, metadata={"help": "continue from the checkpoint"})
@@ -104,62 +105,69 @@ class RegressionLocalizer(Localizer):
 
     # --- training ------------------------------------------------------------------------------------
     def fit(self, dataset, progress: bool = True, log=None, **opts) -> "RegressionLocalizer":
-        import torch
-
         from campusgps.models.backbones import get_backbone
         from campusgps.models.features import FeatureCache
-        from campusgps.models.heads import head_spec
-        from campusgps.training.loop import LoopConfig, train
-        from campusgps.training.task import TaskData, build_model, make_batches, make_loss, make_validate
 
         cfg = self.configure(**opts).cfg
         log = log or (lambda msg: print(msg, file=sys.stderr) if progress else None)
         mode, n_top = parse_finetune(cfg.finetune)
         train_ds, val_ds, val_note = _splits(dataset, cfg.min_train, cfg.seed)
         bb = get_backbone(cfg.backbone, device=cfg.device, fast=cfg.fast)
-        device = bb.device
         cache = FeatureCache.for_dataset(dataset)
         en_tr, en_val = train_ds.en(), val_ds.en()
         center = en_tr.mean(axis=0)
         scale = float(max(np.ptp(en_tr[:, 0]), np.ptp(en_tr[:, 1]), 1.0) / 2.0)
         y = ((en_tr - center) / scale).astype(np.float32)
 
-        t0 = __import__("time").time()
-        if mode == "frozen":
-            x_views = [cache.get(train_ds, bb, view=v, progress=progress) for v in range(cfg.views + 1)]
-            x_val = cache.get(val_ds, bb, progress=progress)
-            in_dim = bb.feature_dim
-        elif mode == "top":
-            pool = f"below:{n_top}"
-            bb.split_index(n_top)  # validates N
-            x_views = [cache.get(train_ds, bb, pooling=pool, view=v, progress=progress) for v in range(cfg.views + 1)]
-            x_val = cache.get(val_ds, bb, pooling=pool, progress=progress)
-            in_dim = bb.feature_dim
-        else:  # full: images at input size, augmented on the fly
-            x_views = [_images_at_input(train_ds, bb, progress)]
-            x_val = _images_at_input(val_ds, bb, progress)
-            in_dim = bb.feature_dim
-        feat_s = __import__("time").time() - t0
+        t0 = time.time()
+        x_views, x_val = _training_inputs(mode, n_top, train_ds, val_ds, bb, cache, cfg.views, progress)
+        feat_s = time.time() - t0
         for x in x_views + [x_val]:
             if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
                 log("warning: some cached features are NaN/inf; those batches will be skipped")
                 break
+        spec = _model_spec(cfg, mode, n_top, bb.feature_dim, y)
+        from campusgps.training.task import TaskData
 
-        if cfg.head not in ("cells", "direct"):
-            raise UserError(f"--head {cfg.head!r}: use cells or direct")
-        centres, bw = None, 0.1
-        if cfg.head == "cells":
-            from campusgps.models.heads import cell_bandwidth, kmeans_centres
-
-            if cfg.cells < 2:
-                raise UserError(f"--cells {cfg.cells}: need at least 2 cells (or use --head direct)")
-            centres = kmeans_centres(y, min(cfg.cells, max(2, len(y) // 4)), seed=cfg.seed)
-            bw = cell_bandwidth(centres, cfg.cell_bandwidth)
-        spec = {"mode": mode, "n_top": n_top, "backbone": cfg.backbone, "loss": cfg.loss,
-                "head": head_spec(in_dim, cfg.hidden, cfg.dropout, cfg.activation,
-                                  cfg.predict_sigma or cfg.loss == "gaussian-nll", centres=centres,
-                                  cell_bandwidth=bw, cell_predict=cfg.cell_predict)}
         data = TaskData(x_views=x_views, y=y, x_val=x_val, en_val=en_val, center=center, scale=scale)
+        model, res = self._train(cfg, spec, data, bb, progress, log)
+        self.frame = dataset.frame
+        self.center, self.scale, self.spec = center, scale, spec
+        self._keep(model, spec, bb, mode)
+
+        # calibrate the radius on validation predictions (what predict() will really return)
+        val_feats = x_val if mode == "frozen" else cache.get(val_ds, self._bb, progress=progress)
+        mu, ls = _head_predict(self._model, val_feats, self._bb.device)
+        en_pred = mu.astype(np.float64) * scale + center
+        err = np.hypot(*(en_pred - en_val).T)
+        from campusgps.localizers.calibration import calibration_info
+
+        cal = calibration_info(self._raw_radius(ls, len(err)), err, cfg.radius_target)
+        self.radius_scale = cal["radius_scale"]
+        self.confidence_model = fit_regression_confidence(self._raw_radius(ls, len(err)) * self.radius_scale, err,
+                                                          val_ds, cfg.radius_target)
+        self.ref_en = en_tr.astype(np.float32)  # training positions: the server's offline basemap
+        self.info.update({
+            "backbone": self._bb.describe(),
+            "data": {**dataset.summary(), "n_train": int(len(train_ds)), "n_val": int(len(val_ds)),
+                     "val_source": val_note},
+            "training": {**{k: v for k, v in res.items() if k != "history"}, "feature_seconds": feat_s,
+                         "history": res["history"][-200:]},
+            "val": {"median_m": float(np.median(err)), "mean_m": float(err.mean()),
+                    "p90_m": float(np.percentile(err, 90))},
+            "calibration": cal,
+            "confidence": self.confidence_model.info if self.confidence_model is not None else None,
+        })
+        return self
+
+    def _train(self, cfg, spec, data, bb, progress, log):
+        """Train the model (one process, or ``cfg.devices`` with DDP). Returns (model, result summary)."""
+        import torch
+
+        from campusgps.training.loop import LoopConfig, train
+        from campusgps.training.task import build_model, make_batches, make_loss, make_validate
+
+        device, mode, y = bb.device, spec["mode"], data.y
         loop_cfg = LoopConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                               warmup_epochs=cfg.warmup_epochs, patience=cfg.patience, clip_grad=cfg.clip_grad,
                               seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction, select=cfg.select,
@@ -175,65 +183,40 @@ class RegressionLocalizer(Localizer):
                                            fingerprint=fingerprint, progress=progress, device_type=device.type)
             model = build_model(spec, device=device)
             model.load_state_dict({k: v.to(device) for k, v in state.items()})
-        else:
-            torch.manual_seed(cfg.seed)
-            model = build_model(spec, device=device)
-            batches, steps = make_batches(data, spec, bs, device)
-            threads = torch.get_num_threads()
-            if mode == "frozen" and device.type == "cpu":
-                torch.set_num_threads(1)  # a small MLP: one thread beats two (no sync overhead, shared CPUs)
-            try:
-                r = train(model, make_loss(spec, scale, cfg.huber_delta_m), batches, make_validate(data, device),
-                          loop_cfg, steps, device=device, checkpoint=cfg.checkpoint or None, resume=cfg.resume,
-                          fingerprint=fingerprint, progress=progress, log=log)
-            finally:
-                torch.set_num_threads(threads)
-            res = {"best_epoch": r.best_epoch, "best_val": r.best_val, "history": r.history,
-                   "bad_batches": r.bad_batches, "epochs_run": r.epochs_run, "seconds": r.seconds,
-                   "resumed_from": r.resumed_from, "stopped_early": r.stopped_early}
+            model.eval()
+            return model, res
+        torch.manual_seed(cfg.seed)
+        model = build_model(spec, device=device)
+        batches, steps = make_batches(data, spec, bs, device)
+        threads = torch.get_num_threads()
+        if mode == "frozen" and device.type == "cpu":
+            torch.set_num_threads(1)  # a small MLP: one thread beats two (no sync overhead, shared CPUs)
+        try:
+            r = train(model, make_loss(spec, data.scale, cfg.huber_delta_m), batches, make_validate(data, device),
+                      loop_cfg, steps, device=device, checkpoint=cfg.checkpoint or None, resume=cfg.resume,
+                      fingerprint=fingerprint, progress=progress, log=log)
+        finally:
+            torch.set_num_threads(threads)
         model.eval()
-        self.frame = dataset.frame
-        self.center, self.scale, self.spec = center, scale, spec
+        return model, {"best_epoch": r.best_epoch, "best_val": r.best_val, "history": r.history,
+                       "bad_batches": r.bad_batches, "epochs_run": r.epochs_run, "seconds": r.seconds,
+                       "resumed_from": r.resumed_from, "stopped_early": r.stopped_early}
+
+    def _keep(self, model, spec, bb, mode: str) -> None:
+        """Keep the trained model; a fine-tuned backbone becomes a frozen backbone + head for prediction."""
         self._model = model
-        if mode != "frozen":
-            from campusgps.models.backbones import backbone_from_state
-            from campusgps.training.task import backbone_state_of
-
-            self._backbone_state = backbone_state_of(model)
-            self._bb = backbone_from_state(cfg.backbone, self._backbone_state, device=cfg.device, fast=cfg.fast)
-            self._model = build_model({**spec, "mode": "frozen"}, device=self._bb.device)
-            self._model.head.load_state_dict(model.head.state_dict())
-            self._model.eval()
-        else:
-            self._bb = bb
-
-        # calibrate the radius on validation predictions (what predict() will really return)
         if mode == "frozen":
-            mu, ls = _head_predict(self._model, x_val, self._bb.device)
-        else:
-            val_feats = cache.get(val_ds, self._bb, progress=progress)
-            mu, ls = _head_predict(self._model, val_feats, self._bb.device)
-        en_pred = mu.astype(np.float64) * scale + center
-        err = np.hypot(*(en_pred - en_val).T)
-        raw = self._raw_radius(ls, len(err))
-        from campusgps.localizers.calibration import calibration_info
+            self._bb = bb
+            return
+        from campusgps.models.backbones import backbone_from_state
+        from campusgps.training.task import backbone_state_of, build_model
 
-        cal = calibration_info(raw, err, cfg.radius_coverage)
-        self.radius_scale = cal["radius_scale"]
-        self.confidence_model = fit_regression_confidence(raw * self.radius_scale, err, val_ds, cfg.radius_coverage)
-        self.ref_en = en_tr.astype(np.float32)  # training positions: the server's offline basemap
-        self.info.update({
-            "backbone": self._bb.describe(),
-            "data": {**dataset.summary(), "n_train": int(len(train_ds)), "n_val": int(len(val_ds)),
-                     "val_source": val_note},
-            "training": {**{k: v for k, v in res.items() if k != "history"}, "feature_seconds": feat_s,
-                         "history": res["history"][-200:]},
-            "val": {"median_m": float(np.median(err)), "mean_m": float(err.mean()),
-                    "p90_m": float(np.percentile(err, 90))},
-            "calibration": cal,
-            "confidence": self.confidence_model.info if self.confidence_model is not None else None,
-        })
-        return self
+        cfg = self.cfg
+        self._backbone_state = backbone_state_of(model)
+        self._bb = backbone_from_state(cfg.backbone, self._backbone_state, device=cfg.device, fast=cfg.fast)
+        self._model = build_model({**spec, "mode": "frozen"}, device=self._bb.device)
+        self._model.head.load_state_dict(model.head.state_dict())
+        self._model.eval()
 
     def _raw_radius(self, log_sigma, n: int) -> np.ndarray:
         if log_sigma is None:
@@ -242,7 +225,7 @@ class RegressionLocalizer(Localizer):
         return np.exp(log_sigma.astype(np.float64)) * self.scale * np.sqrt(-2 * np.log(0.1))
 
     # --- prediction ----------------------------------------------------------------------------------
-    def _predict_arrays(self, images: list[np.ndarray]) -> Prediction:
+    def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
         feats = self._bb.embed(images, batch_size=32)
         mu, ls = _head_predict(self._model, feats, self._bb.device)
         en = mu.astype(np.float64) * self.scale + self.center
@@ -331,13 +314,43 @@ def _head_predict(model, feats: np.ndarray, device):
     return predict_model(model, np.asarray(feats, np.float32), device)
 
 
+def _training_inputs(mode: str, n_top: int, train_ds, val_ds, bb, cache, views: int, progress: bool):
+    """(training inputs per augmented view, validation inputs): cached features (frozen / top-N pooled
+    below the tuned blocks) or images at input size (full fine-tuning, augmented on the fly)."""
+    if mode == "frozen":
+        x_views = [cache.get(train_ds, bb, view=v, progress=progress) for v in range(views + 1)]
+        return x_views, cache.get(val_ds, bb, progress=progress)
+    if mode == "top":
+        pool = f"below:{n_top}"
+        bb.split_index(n_top)  # validates N
+        x_views = [cache.get(train_ds, bb, pooling=pool, view=v, progress=progress) for v in range(views + 1)]
+        return x_views, cache.get(val_ds, bb, pooling=pool, progress=progress)
+    return [_images_at_input(train_ds, bb, progress)], _images_at_input(val_ds, bb, progress)
+
+
+def _model_spec(cfg, mode: str, n_top: int, in_dim: int, y: np.ndarray) -> dict:
+    from campusgps.models.heads import head_spec
+
+    if cfg.head not in ("cells", "direct"):
+        raise UserError(f"--head {cfg.head!r}: use cells or direct")
+    centres, bw = None, 0.1
+    if cfg.head == "cells":
+        from campusgps.models.heads import cell_bandwidth, kmeans_centres
+
+        if cfg.cells < 2:
+            raise UserError(f"--cells {cfg.cells}: need at least 2 cells (or use --head direct)")
+        centres = kmeans_centres(y, min(cfg.cells, max(2, len(y) // 4)), seed=cfg.seed)
+        bw = cell_bandwidth(centres, cfg.cell_bandwidth)
+    return {"mode": mode, "n_top": n_top, "backbone": cfg.backbone, "loss": cfg.loss,
+            "head": head_spec(in_dim, cfg.hidden, cfg.dropout, cfg.activation,
+                              cfg.predict_sigma or cfg.loss == "gaussian-nll", centres=centres,
+                              cell_bandwidth=bw, cell_predict=cfg.cell_predict)}
+
+
 def _splits(dataset, min_train: int, seed: int):
     """(train, val, note). No val split: hold out ~15 % of training rows for early stopping/calibration."""
     splits = dataset.manifest["split"]
-    if not (splits == "train").any():
-        raise UserError(f"{dataset.root}: no training split (every sample's split is empty); "
-                        f"run `campusgps split {dataset.root}` first")
-    train = dataset.subset("train")
+    train = dataset.training_rows(require_split=True)
     if len(train) < min_train:
         raise UserError(f"{dataset.root}: only {len(train)} training photos; regression needs at least {min_train}. "
                         f"Add photos, or re-split with smaller --val/--test (`campusgps split {dataset.root} "

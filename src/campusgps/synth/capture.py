@@ -182,13 +182,18 @@ def plan(world: World, cfg: CaptureConfig, seed: int, preset) -> list[Shot]:
     fracs = {"night": cfg.night_fraction, "dusk": cfg.dusk_fraction, "overcast": cfg.overcast_fraction}
     n_photos = cfg.photos if cfg.photos is not None else preset.photos
     n_queries = cfg.queries if cfg.queries is not None else preset.queries
-    shots: list[Shot] = []
     L = _path_length(world)
     mean_views = 4.0 if preset.name == "tiny" else 6.0
     spacing_mean = float(np.clip(L * mean_views / max(1, n_photos), 5.0, 10.0))
     spacing = (max(4.0, spacing_mean - 2.0), spacing_mean + 2.0)
+    shots, pos = _mapping_shots(world, cfg, seed, preset, fracs, spacing)
+    return shots + _query_shots(world, cfg, seed, fracs, n_queries, pos)
 
-    # ---- mapping session -----------------------------------------------------------------------
+
+def _mapping_shots(world: World, cfg: CaptureConfig, seed: int, preset, fracs: dict,
+                   spacing: tuple) -> tuple[list[Shot], np.ndarray]:
+    """Mapping session: spots every ``spacing`` metres along the paths, several headings each."""
+    shots: list[Shot] = []
     rng = np.random.default_rng([seed, 8001])
     pos, _ = _walk_positions(rng, world, spacing)
     n_spots = len(pos)
@@ -231,16 +236,20 @@ def plan(world: World, cfg: CaptureConfig, seed: int, preset) -> list[Shot]:
                 occluders=_occluders(rng, world, pos[s][0], pos[s][1], hd, cond) if cfg.occluders else []))
             i += 1
 
-    # ---- query session: other spots, other day, 1-2 random headings per spot ------------------------
+    return shots, pos
+
+
+def _query_shots(world: World, cfg: CaptureConfig, seed: int, fracs: dict, n_queries: int,
+                 pos: np.ndarray) -> list[Shot]:
+    """Query session: other spots (>= 2 m from mapping spots), other days, 1-3 random headings per spot."""
+    shots: list[Shot] = []
     rng = np.random.default_rng([seed, 8002])
     q_spots = []
-    tries = 0
     pts, _ = _walk_positions(rng, world, (1.0, 3.0), lateral=0.8)
     order = rng.permutation(len(pts))
     need = int(math.ceil(n_queries / 1.8))
     for j in order:
         p = pts[j]
-        tries += 1
         if np.min(np.hypot(*(pos - p).T)) < 2.0:
             continue
         if any(np.hypot(*(np.asarray(q) - p)) < 3.0 for q in q_spots[-200:]):

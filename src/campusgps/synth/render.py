@@ -22,73 +22,42 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from campusgps.synth.billboards import draw_billboards
 from campusgps.synth.camera import Camera
+from campusgps.synth.facades import WALL_PPM
+from campusgps.synth.ground import GROUND_PPM, LIGHT_PPM
+from campusgps.synth.lighting import COND, LAMP_LIGHT, WINDOW_LIGHT, Lighting, shadow_map
 from campusgps.synth.textures import SKY_EL_MAX, SKY_EL_MIN, SKY_H, SKY_W
-from campusgps.synth.world import GROUND_PPM, LIGHT_PPM, WALL_PPM, World
+from campusgps.synth.world import World
 
 K_HITS = 10
-SHADOW_PPM = 2.0
 
 
 @dataclass
-class Lighting:
-    condition: str = "day"     # day | overcast | dusk | night
-    sun_az_deg: float = 150.0  # compass direction towards the sun
-    sun_el_deg: float = 45.0
-    exposure: float = 1.0
-    wb: tuple = (1.0, 1.0, 1.0)
+class _View:
+    """Per-image ray geometry: column directions (Dx, Dy), row slopes b, principal point, margins for roll."""
+    W: int
+    H: int
+    mx: int
+    my: int
+    roll: bool
+    Wr: int
+    Hr: int
+    f: float
+    cxp: float
+    cyp: float
+    Fx: float
+    Fy: float
+    Rx: float
+    Ry: float
+    a: np.ndarray
+    b: np.ndarray
+    Dx: np.ndarray
+    Dy: np.ndarray
+    z0: float
 
 
-_COND = {
-    #            amb_wall sun_wall amb_ground sun_ground tint              haze_colour        fog_m
-    "day":      (0.58, 0.55, 0.58, 0.50, (1.0, 1.0, 1.0), (200, 215, 235), 420.0),
-    "overcast": (0.86, 0.08, 0.84, 0.00, (0.97, 0.99, 1.02), (195, 198, 204), 220.0),
-    "dusk":     (0.42, 0.35, 0.42, 0.25, (1.05, 0.80, 0.62), (190, 130, 110), 260.0),
-    "night":    (0.075, 0.0, 0.07, 0.0, (0.55, 0.65, 1.0), (18, 20, 32), 150.0),
-}
-WINDOW_LIGHT = np.array([255, 215, 150], np.float32)
-LAMP_LIGHT = np.array([255, 200, 135], np.float32)
-
-
-def _shadow_map(world: World, light: Lighting, cam: Camera, radius: float = 160.0):
-    """Ground shadow mask (1 = sunlit) around the camera; (map, x0, y1) or None without sun."""
-    if light.condition not in ("day", "dusk") or light.sun_el_deg <= 1.0:
-        return None
-    x0, y0 = cam.x - radius, cam.y - radius
-    n = int(2 * radius * SHADOW_PPM)
-    m = np.full((n, n), 255, np.uint8)
-    az, el = math.radians(light.sun_az_deg), math.radians(light.sun_el_deg)
-    k = 1.0 / max(math.tan(el), 0.08)
-    off = -np.array([math.sin(az), math.cos(az)]) * k  # shadow direction per metre of height
-    y1 = cam.y + radius
-
-    def px(pts):
-        return np.stack([(pts[:, 0] - x0) * SHADOW_PPM, (y1 - pts[:, 1]) * SHADOW_PPM], -1)
-
-    for c, h in world.footprints:
-        if abs(c[0, 0] - cam.x) > radius + 60 or abs(c[0, 1] - cam.y) > radius + 60:
-            continue
-        pts = np.concatenate([c, c + off * h])
-        hull = cv2.convexHull(px(pts).astype(np.float32)).astype(np.int32)
-        cv2.fillConvexPoly(m, hull, 0)
-    ob = world.objects
-    near = (np.abs(ob["x"] - cam.x) < radius) & (np.abs(ob["y"] - cam.y) < radius)
-    for i in np.nonzero(near)[0]:
-        sp = world.sprites[ob["sprite"][i]]
-        if sp.kind != "tree":
-            continue
-        h = sp.h_m * 0.62
-        cxy = px(np.array([[ob["x"][i], ob["y"][i]]]) + off * h)[0]
-        r = sp.w_m * 0.45 * SHADOW_PPM
-        cv2.ellipse(m, (int(cxy[0]), int(cxy[1])), (int(r * (1 + 0.3 * min(k, 3))), int(r)),
-                    -math.degrees(math.atan2(-off[1], off[0])), 0, 360, 60, -1)
-    m = cv2.GaussianBlur(m, (0, 0), 0.8)
-    return m, x0, y1
-
-
-def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int = 0) -> np.ndarray:
-    """Render one RGB uint8 image (cam.height, cam.width, 3)."""
-    rng = np.random.default_rng(seed)
+def _view(cam: Camera) -> _View:
     W, H = cam.width, cam.height
     mx, my = int(math.ceil(0.035 * W)) + 1, int(math.ceil(0.05 * H)) + 1
     roll = abs(cam.roll_deg) > 0.05
@@ -103,50 +72,40 @@ def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int =
     Rx, Ry = math.cos(psi), -math.sin(psi)
     a = ((np.arange(Wr, dtype=np.float32) + 0.5) - cxp) / f
     b = (cyp - (np.arange(Hr, dtype=np.float32) + 0.5)) / f
-    Dx, Dy = Fx + a * Rx, Fy + a * Ry
-    z0 = cam.z
-    amb_w, sun_w, amb_g, sun_g, tint, haze_c, fog = _COND[light.condition]
-    night = light.condition == "night"
-    dusk = light.condition == "dusk"
+    return _View(W, H, mx, my, roll, Wr, Hr, f, cxp, cyp, Fx, Fy, Rx, Ry, a, b, Fx + a * Rx, Fy + a * Ry, cam.z)
 
-    # --- sky -------------------------------------------------------------------------------------
+
+def _sky(world: World, cam: Camera, light: Lighting, v: _View) -> np.ndarray:
+    """Sky panorama looked up by ray direction, plus the sun's glow by day and at dusk."""
+    a, b = v.a, v.b
     az = (cam.heading_deg + np.degrees(np.arctan(a)))[None, :] % 360.0
     el = np.degrees(np.arctan2(b[:, None], np.sqrt(1 + a * a)[None, :]))
-    sx = (az * (SKY_W / 360.0)).astype(np.float32) * np.ones((Hr, 1), np.float32)
+    sx = (az * (SKY_W / 360.0)).astype(np.float32) * np.ones((v.Hr, 1), np.float32)
     sy = ((SKY_EL_MAX - el) / (SKY_EL_MAX - SKY_EL_MIN) * (SKY_H - 1)).astype(np.float32)
     img = cv2.remap(world.skies[light.condition], sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP).astype(np.float32)
     if light.condition in ("day", "dusk"):  # sun glow
         saz, sel = math.radians(light.sun_az_deg), math.radians(light.sun_el_deg)
         s_vec = np.array([math.cos(sel) * math.sin(saz), math.cos(sel) * math.cos(saz), math.sin(sel)], np.float32)
         n = np.sqrt(1 + a[None, :] ** 2 + b[:, None] ** 2)
-        cosang = (Dx[None, :] * s_vec[0] + Dy[None, :] * s_vec[1] + b[:, None] * s_vec[2]) / n
+        cosang = (v.Dx[None, :] * s_vec[0] + v.Dy[None, :] * s_vec[1] + b[:, None] * s_vec[2]) / n
         glow = np.clip((cosang - 0.96) / 0.04, 0, 1) ** 2
         img += glow[..., None] * (np.array([90, 80, 50], np.float32) if light.condition == "day" else
                                   np.array([120, 60, 10], np.float32))
-    emit = np.zeros((Hr, Wr, 3), np.float32)  # light sources: not tinted by the ambient colour
-    label = np.zeros((Hr, Wr), np.uint8)  # 0 sky, 1 ground, 2 wall, 3 ceiling
-    zbuf = np.full((Hr, Wr), np.inf, np.float32)
+    return img
 
-    # --- ground ----------------------------------------------------------------------------------
-    g_rows = b < -1e-4
-    sg = np.where(g_rows, z0 / np.maximum(-b, 1e-4), np.inf).astype(np.float32)
-    sg = np.minimum(sg, 3000.0)
-    zbuf[g_rows] = np.broadcast_to(sg[:, None], (Hr, Wr))[g_rows]
-    label[g_rows] = 1
-    gx = cam.x + sg[:, None] * Dx[None, :]
-    gy = cam.y + sg[:, None] * Dy[None, :]
-    gx0, gy0, gx1, gy1 = world.ground_box
 
-    # --- ceilings ----------------------------------------------------------------------------------
+def _ceilings(world: World, cam: Camera, v: _View, zbuf, label):
+    """Ceilings (walkway roof) above the camera, intersected per pixel -> (zbuf, cmap or None)."""
     cmap = None
+    b = v.b
     for ci, c in enumerate(world.ceilings):
-        if c["z"] <= z0:
+        if c["z"] <= v.z0:
             continue
         up = b > 1e-4
-        sc = np.where(up, (c["z"] - z0) / np.maximum(b, 1e-4), np.inf).astype(np.float32)[:, None]
+        sc = np.where(up, (c["z"] - v.z0) / np.maximum(b, 1e-4), np.inf).astype(np.float32)[:, None]
         sc = np.minimum(sc, 1e4)
-        px = cam.x + sc * Dx[None, :] - c["cx"]
-        py = cam.y + sc * Dy[None, :] - c["cy"]
+        px = cam.x + sc * v.Dx[None, :] - c["cx"]
+        py = cam.y + sc * v.Dy[None, :] - c["cy"]
         ca, sa = math.cos(math.radians(c["angle"])), math.sin(math.radians(c["angle"]))
         lu = px * ca + py * sa
         lv = -px * sa + py * ca
@@ -156,110 +115,136 @@ def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int =
             label[inside] = 3
             cmap = (ci, ((lu + c["len"] / 2) * c["ppm"]).astype(np.float32),
                     ((c["wid"] / 2 - lv) * c["ppm"]).astype(np.float32), inside)
+    return zbuf, cmap
 
-    # --- walls -----------------------------------------------------------------------------------
+
+def _wall_hits(world: World, cam: Camera, v: _View):
+    """The K nearest front-facing wall hits per column, nearest first -> (segK, sK, uK) or None."""
     S = world.seg
     qx, qy = S["x0"] - cam.x, S["y0"] - cam.y
     front = (-(qx * S["nx"] + qy * S["ny"])) > 1e-6        # camera on the outer side
-    d0 = qx * Fx + qy * Fy
-    d1 = (S["x1"] - cam.x) * Fx + (S["y1"] - cam.y) * Fy
+    d0 = qx * v.Fx + qy * v.Fy
+    d1 = (S["x1"] - cam.x) * v.Fx + (S["y1"] - cam.y) * v.Fy
     near = np.minimum(np.hypot(qx, qy), np.hypot(S["x1"] - cam.x, S["y1"] - cam.y)) < 600
     sel = np.nonzero(front & ((d0 > 0.05) | (d1 > 0.05)) & near)[0]
-    wall_u = wall_v = wall_seg = None
-    if sel.size:
-        ex = (S["x1"][sel] - S["x0"][sel])[:, None].astype(np.float32)
-        ey = (S["y1"][sel] - S["y0"][sel])[:, None].astype(np.float32)
-        Qx, Qy = qx[sel][:, None].astype(np.float32), qy[sel][:, None].astype(np.float32)
-        den = Dx[None, :] * ey - Dy[None, :] * ex
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s = (Qx * ey - Qy * ex) / den
-            u = (Qx * Dy[None, :] - Qy * Dx[None, :]) / den
-        ok = (u >= 0) & (u <= 1) & (s > 0.05) & np.isfinite(s)
-        s = np.where(ok, s, np.inf).astype(np.float32)
-        K = min(K_HITS, sel.size)
-        if K < sel.size:
-            idx = np.argpartition(s, K - 1, axis=0)[:K]
-        else:
-            idx = np.broadcast_to(np.arange(sel.size)[:, None], s.shape)
-        sK = np.take_along_axis(s, idx, 0)
-        uK = np.take_along_axis(u, idx, 0)
-        order = np.argsort(sK, axis=0, kind="stable")  # nearest first, so the loop can stop early
-        sK = np.take_along_axis(sK, order, 0)
-        uK = np.take_along_axis(uK, order, 0)
-        segK = sel[np.take_along_axis(idx, order, 0)]
-        wall_ax = np.zeros((Hr, Wr), np.float32)
-        wall_ay = np.zeros((Hr, Wr), np.float32)
-        wall_sh = np.zeros((Hr, Wr), np.float32)
-        saz, sel_ = math.radians(light.sun_az_deg), math.radians(light.sun_el_deg)
-        Lx, Ly = math.sin(saz) * math.cos(sel_), math.cos(saz) * math.cos(sel_)
-        for k in range(K):
-            sk = sK[k]
-            valid = np.isfinite(sk)
-            if not valid.any():
-                break
-            sg_k = segK[k]
-            skc = np.where(valid, sk, 0.0).astype(np.float32)
-            zpix = z0 + skc[None, :] * b[:, None]
-            zlo, zhi = S["zlo"][sg_k].astype(np.float32), S["zhi"][sg_k].astype(np.float32)
-            m = (zpix >= zlo[None, :]) & (zpix <= zhi[None, :]) & (sk[None, :] < zbuf)
-            if not m.any():
-                continue
-            zbuf = np.where(m, sk[None, :], zbuf)
-            label[m] = 2
-            axc = (S["ax"][sg_k] + uK[k] * S["len"][sg_k] * WALL_PPM).astype(np.float32)
-            np.copyto(wall_ax, np.broadcast_to(axc[None, :], (Hr, Wr)), where=m)
-            np.copyto(wall_ay, (S["ay"][sg_k].astype(np.float32)[None, :] + (zhi[None, :] - zpix) * WALL_PPM), where=m)
-            lam = np.maximum(0.0, S["nx"][sg_k] * Lx + S["ny"][sg_k] * Ly).astype(np.float32)
-            # soft ambient occlusion near the ground
-            ao = 0.78 + 0.22 * np.clip(zpix / 1.8, 0, 1)
-            np.copyto(wall_sh, (amb_w + sun_w * lam)[None, :] * ao, where=m)
-
-    # --- texture lookups -------------------------------------------------------------------------
-    def mip_lookup(levels, mapx, mapy, lvl, border=cv2.BORDER_REFLECT):
-        out = None
-        L = len(levels)
-        lvl = np.clip(lvl, 0, L - 1)
-        for i in range(L):
-            w = np.clip(1.0 - np.abs(lvl - i), 0, 1)
-            if not (w > 0).any():
-                continue
-            sc = 1.0 / (2 ** i)
-            hh, ww = levels[i].shape[:2]
-            # clamp: OpenCV's reflect border is slow for far-out coordinates (maps hold no NaN)
-            mx_ = np.clip(mapx * sc, -1, ww)
-            my_ = np.clip(mapy * sc, -1, hh)
-            t = cv2.remap(levels[i], mx_, my_, cv2.INTER_LINEAR, borderMode=border).astype(np.float32)
-            out = t * w[..., None] if out is None else out + t * w[..., None]
-        return out
-
-    gmask = label == 1
-    if gmask.any():
-        gmx = ((gx - gx0) * GROUND_PPM).astype(np.float32)
-        gmy = ((gy1 - gy) * GROUND_PPM).astype(np.float32)
-        fp = (sg / f)[:, None] * np.sqrt(np.maximum(sg, z0) / z0)[:, None] * np.ones((1, Wr), np.float32)
-        glvl = np.log2(np.maximum(fp * GROUND_PPM, 1e-3)) + 0.3
-        gbase = mip_lookup(world.ground, gmx, gmy, glvl)
-        gshade = np.full((Hr, Wr), amb_g, np.float32)
-        sh = _shadow_map(world, light, cam)
-        if sh is not None and sun_g > 0:
-            m_, sx0, sy1 = sh
-            lit = cv2.remap(m_, ((gx - sx0) * 2.0).astype(np.float32), ((sy1 - gy) * 2.0).astype(np.float32),
-                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255).astype(np.float32) / 255
-            gshade += sun_g * lit * min(1.0, math.sin(math.radians(light.sun_el_deg)) * 1.6)
-        gcol = gbase * gshade[..., None]
-        if night or dusk:
-            lm = cv2.remap(world.light, ((gx - gx0) * LIGHT_PPM).astype(np.float32),
-                           ((gy1 - gy) * LIGHT_PPM).astype(np.float32), cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32) / 255
-            gem = gbase * lm[..., None] * (LAMP_LIGHT / 255 * (0.85 if night else 0.25))
-            emit[gmask] = gem[gmask]
-        img[gmask] = gcol[gmask]
+    if not sel.size:
+        return None
+    ex = (S["x1"][sel] - S["x0"][sel])[:, None].astype(np.float32)
+    ey = (S["y1"][sel] - S["y0"][sel])[:, None].astype(np.float32)
+    Qx, Qy = qx[sel][:, None].astype(np.float32), qy[sel][:, None].astype(np.float32)
+    den = v.Dx[None, :] * ey - v.Dy[None, :] * ex
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (Qx * ey - Qy * ex) / den
+        u = (Qx * v.Dy[None, :] - Qy * v.Dx[None, :]) / den
+    ok = (u >= 0) & (u <= 1) & (s > 0.05) & np.isfinite(s)
+    s = np.where(ok, s, np.inf).astype(np.float32)
+    K = min(K_HITS, sel.size)
+    if K < sel.size:
+        idx = np.argpartition(s, K - 1, axis=0)[:K]
     else:
-        sh = None
+        idx = np.broadcast_to(np.arange(sel.size)[:, None], s.shape)
+    sK = np.take_along_axis(s, idx, 0)
+    uK = np.take_along_axis(u, idx, 0)
+    order = np.argsort(sK, axis=0, kind="stable")  # nearest first, so the loop can stop early
+    sK = np.take_along_axis(sK, order, 0)
+    uK = np.take_along_axis(uK, order, 0)
+    return sel[np.take_along_axis(idx, order, 0)], sK, uK
+
+
+def _walls(world: World, light: Lighting, cam: Camera, v: _View, zbuf, label):
+    """Z-test the wall hits pixel by pixel -> (zbuf, atlas x map, atlas y map, shading) (maps None: no walls)."""
+    hits = _wall_hits(world, cam, v)
+    if hits is None:
+        return zbuf, None, None, None
+    segK, sK, uK = hits
+    S, Hr, Wr, b, z0 = world.seg, v.Hr, v.Wr, v.b, v.z0
+    amb_w, sun_w = COND[light.condition][:2]
+    wall_ax = np.zeros((Hr, Wr), np.float32)
+    wall_ay = np.zeros((Hr, Wr), np.float32)
+    wall_sh = np.zeros((Hr, Wr), np.float32)
+    saz, sel_ = math.radians(light.sun_az_deg), math.radians(light.sun_el_deg)
+    Lx, Ly = math.sin(saz) * math.cos(sel_), math.cos(saz) * math.cos(sel_)
+    for k in range(len(sK)):
+        sk = sK[k]
+        valid = np.isfinite(sk)
+        if not valid.any():
+            break
+        sg_k = segK[k]
+        skc = np.where(valid, sk, 0.0).astype(np.float32)
+        zpix = z0 + skc[None, :] * b[:, None]
+        zlo, zhi = S["zlo"][sg_k].astype(np.float32), S["zhi"][sg_k].astype(np.float32)
+        m = (zpix >= zlo[None, :]) & (zpix <= zhi[None, :]) & (sk[None, :] < zbuf)
+        if not m.any():
+            continue
+        zbuf = np.where(m, sk[None, :], zbuf)
+        label[m] = 2
+        axc = (S["ax"][sg_k] + uK[k] * S["len"][sg_k] * WALL_PPM).astype(np.float32)
+        np.copyto(wall_ax, np.broadcast_to(axc[None, :], (Hr, Wr)), where=m)
+        np.copyto(wall_ay, (S["ay"][sg_k].astype(np.float32)[None, :] + (zhi[None, :] - zpix) * WALL_PPM), where=m)
+        lam = np.maximum(0.0, S["nx"][sg_k] * Lx + S["ny"][sg_k] * Ly).astype(np.float32)
+        # soft ambient occlusion near the ground
+        ao = 0.78 + 0.22 * np.clip(zpix / 1.8, 0, 1)
+        np.copyto(wall_sh, (amb_w + sun_w * lam)[None, :] * ao, where=m)
+    return zbuf, wall_ax, wall_ay, wall_sh
+
+
+def _mip_lookup(levels, mapx, mapy, lvl, border=cv2.BORDER_REFLECT):
+    """Trilinear-ish lookup: blend of the two mip levels around ``lvl`` (per pixel)."""
+    out = None
+    L = len(levels)
+    lvl = np.clip(lvl, 0, L - 1)
+    for i in range(L):
+        w = np.clip(1.0 - np.abs(lvl - i), 0, 1)
+        if not (w > 0).any():
+            continue
+        sc = 1.0 / (2 ** i)
+        hh, ww = levels[i].shape[:2]
+        # clamp: OpenCV's reflect border is slow for far-out coordinates (maps hold no NaN)
+        mx_ = np.clip(mapx * sc, -1, ww)
+        my_ = np.clip(mapy * sc, -1, hh)
+        t = cv2.remap(levels[i], mx_, my_, cv2.INTER_LINEAR, borderMode=border).astype(np.float32)
+        out = t * w[..., None] if out is None else out + t * w[..., None]
+    return out
+
+
+def _shade_ground(world, cam, light, v: _View, img, emit, gmask, sg, gx, gy):
+    """Ground texture, sun/shadow shading and lamp light; -> the shadow map (or None) for the billboards."""
+    amb_w, sun_w, amb_g, sun_g = COND[light.condition][:4]
+    night, dusk = light.condition == "night", light.condition == "dusk"
+    gx0, gy0, gx1, gy1 = world.ground_box
+    z0 = v.z0
+    gmx = ((gx - gx0) * GROUND_PPM).astype(np.float32)
+    gmy = ((gy1 - gy) * GROUND_PPM).astype(np.float32)
+    fp = (sg / v.f)[:, None] * np.sqrt(np.maximum(sg, z0) / z0)[:, None] * np.ones((1, v.Wr), np.float32)
+    glvl = np.log2(np.maximum(fp * GROUND_PPM, 1e-3)) + 0.3
+    gbase = _mip_lookup(world.ground, gmx, gmy, glvl)
+    gshade = np.full((v.Hr, v.Wr), amb_g, np.float32)
+    sh = shadow_map(world, light, cam)
+    if sh is not None and sun_g > 0:
+        m_, sx0, sy1 = sh
+        lit = cv2.remap(m_, ((gx - sx0) * 2.0).astype(np.float32), ((sy1 - gy) * 2.0).astype(np.float32),
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255).astype(np.float32) / 255
+        gshade += sun_g * lit * min(1.0, math.sin(math.radians(light.sun_el_deg)) * 1.6)
+    gcol = gbase * gshade[..., None]
+    if night or dusk:
+        lm = cv2.remap(world.light, ((gx - gx0) * LIGHT_PPM).astype(np.float32),
+                       ((gy1 - gy) * LIGHT_PPM).astype(np.float32), cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32) / 255
+        gem = gbase * lm[..., None] * (LAMP_LIGHT / 255 * (0.85 if night else 0.25))
+        emit[gmask] = gem[gmask]
+    img[gmask] = gcol[gmask]
+    return sh
+
+
+def _shade_walls_ceiling(world, light, v: _View, img, emit, label, zbuf, walls, cmap) -> None:
+    """Facade and ceiling textures with their lit windows / fixtures at dusk and night."""
+    amb_w = COND[light.condition][0]
+    night, dusk = light.condition == "night", light.condition == "dusk"
+    _, wall_ax, wall_ay, wall_sh = walls
     wmask = label == 2
     if wmask.any():
-        wlvl = np.log2(np.maximum(zbuf * (WALL_PPM / f), 1e-3)) + 0.2
-        wcol = mip_lookup(world.atlas, wall_ax, wall_ay, np.where(wmask, wlvl, 0))
+        wlvl = np.log2(np.maximum(zbuf * (WALL_PPM / v.f), 1e-3)) + 0.2
+        wcol = _mip_lookup(world.atlas, wall_ax, wall_ay, np.where(wmask, wlvl, 0))
         rgb = wcol[..., :3] * wall_sh[..., None]
         if night or dusk:
             wem = (wcol[..., 3:4] / 255.0) * WINDOW_LIGHT * (0.75 if night else 0.3)
@@ -269,99 +254,65 @@ def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int =
     if cmask.any() and cmap is not None:
         ci, cmx, cmy, _ = cmap
         c = world.ceilings[ci]
-        clvl = np.log2(np.maximum(zbuf * (c["ppm"] / f), 1e-3))
-        ccol = mip_lookup(c["tex"], cmx, cmy, clvl)
+        clvl = np.log2(np.maximum(zbuf * (c["ppm"] / v.f), 1e-3))
+        ccol = _mip_lookup(c["tex"], cmx, cmy, clvl)
         rgb = ccol[..., :3] * (amb_w * 0.8)
         if night or dusk:
             cem = (ccol[..., 3:4] / 255.0) * WINDOW_LIGHT * (1.0 if night else 0.5)
             emit[cmask] = cem[cmask]
         img[cmask] = rgb[cmask]
 
-    # --- haze --------------------------------------------------------------------------------------
-    solid = label > 0
-    hz = np.exp(-np.where(solid, zbuf, 0) / fog)[..., None]
-    img = np.where(solid[..., None], img * hz + np.asarray(haze_c, np.float32) * (1 - hz), img)
-    if night or dusk:
-        emit *= np.where(solid[..., None], hz, 1.0)
 
-    # --- billboards: world objects + transient occluders ----------------------------------------------
-    ob = world.objects
-    xs = np.concatenate([ob["x"], np.array([o[0] for o in occluders], np.float64)])
-    ys = np.concatenate([ob["y"], np.array([o[1] for o in occluders], np.float64)])
-    sp = np.concatenate([ob["sprite"], np.array([o[2] for o in occluders], np.int32)])
-    rx, ry = xs - cam.x, ys - cam.y
-    depth = rx * Fx + ry * Fy
-    lat = rx * Rx + ry * Ry
-    tanh = (Wr / 2) / f
-    cand = np.nonzero((depth > 0.4) & (depth < 400) & (np.abs(lat) < depth * tanh + 6))[0]
-    cand = cand[np.argsort(-depth[cand], kind="stable")]
-    if sh is not None:
-        m_, sx0, sy1 = sh
-    for i in cand:
-        spr = world.sprites[sp[i]]
-        dp = float(depth[i])
-        if spr.kind not in ("tree", "lamp") and dp > 80:
-            continue
-        scale = f / dp
-        wpx, hpx = spr.w_m * scale, spr.h_m * scale
-        if hpx < 1.5:
-            continue
-        xl = cxp + float(lat[i]) * scale - wpx / 2
-        ybot = cyp + f * z0 / dp
-        yt = ybot - hpx
-        rx0, rx1 = max(0, int(math.floor(xl))), min(Wr, int(math.ceil(xl + wpx)))
-        ry0, ry1 = max(0, int(math.floor(yt))), min(Hr, int(math.ceil(ybot)))
-        if rx1 <= rx0 or ry1 <= ry0:
-            continue
-        s0 = hpx / spr.img[0].shape[0]
-        lv = int(np.clip(math.floor(math.log2(max(1e-6, 1.0 / s0))), 0, len(spr.img) - 1))
-        src = spr.img[lv]
-        sc = hpx / src.shape[0]
-        M = np.array([[sc, 0, xl - rx0], [0, sc, yt - ry0]], np.float32)
-        wimg = cv2.warpAffine(src, M, (rx1 - rx0, ry1 - ry0), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0)).astype(np.float32)
-        alpha = wimg[..., 3] / 255.0 * (zbuf[ry0:ry1, rx0:rx1] > dp)
-        if not alpha.any():
-            continue
-        shade = amb_w + sun_w * 0.6
-        if sh is not None:
-            u_ = int((xs[i] - sx0) * 2.0)
-            v_ = int((sy1 - ys[i]) * 2.0)
-            if 0 <= v_ < m_.shape[0] and 0 <= u_ < m_.shape[1]:
-                shade = amb_w + sun_w * 0.6 * (m_[v_, u_] / 255.0)
-        rgb = wimg[..., :3] * shade
-        e = math.exp(-dp / fog)
-        rgb = rgb * e + np.asarray(haze_c, np.float32) * (1 - e)
-        a3 = alpha[..., None]
-        roi = img[ry0:ry1, rx0:rx1]
-        img[ry0:ry1, rx0:rx1] = roi * (1 - a3) + rgb * a3
-        if night or dusk:
-            em = np.zeros_like(rgb)
-            if spr.glow is not None:
-                gl = cv2.warpAffine(spr.glow[lv], M, (rx1 - rx0, ry1 - ry0), flags=cv2.INTER_LINEAR).astype(np.float32)
-                em += (gl / 255.0)[..., None] * LAMP_LIGHT * (1.0 if night else 0.5)
-            if night:  # objects near lamps are lit
-                u_ = int((xs[i] - gx0) * LIGHT_PPM)
-                v_ = int((gy1 - ys[i]) * LIGHT_PPM)
-                if 0 <= v_ < world.light.shape[0] and 0 <= u_ < world.light.shape[1]:
-                    em += wimg[..., :3] * (world.light[v_, u_] / 255.0) * 0.6
-            eroi = emit[ry0:ry1, rx0:rx1]
-            emit[ry0:ry1, rx0:rx1] = eroi * (1 - a3) + em * e * a3
-
-    # --- camera: white balance / exposure, noise, roll --------------------------------------------------
+def _finish(light: Lighting, v: _View, img, emit, rng, roll_deg: float) -> np.ndarray:
+    """Camera: white balance / exposure, sensor noise, roll and crop."""
+    tint = COND[light.condition][4]
     img = (img * np.asarray(tint, np.float32) + emit) * (np.asarray(light.wb, np.float32) * light.exposure)
-    if night:
+    if light.condition == "night":
         img = cv2.GaussianBlur(img, (0, 0), 0.7)
         img += rng.standard_normal(img.shape[:2] + (1,), dtype=np.float32) * 5.0
         img += rng.standard_normal(img.shape, dtype=np.float32) * 3.0
-    elif dusk:
+    elif light.condition == "dusk":
         img += rng.standard_normal(img.shape, dtype=np.float32) * 2.5
     else:
         img += rng.standard_normal(img.shape, dtype=np.float32) * 1.2
     img = np.clip(img, 0, 255)
-    if roll:
-        Mr = cv2.getRotationMatrix2D((Wr / 2.0, Hr / 2.0), -cam.roll_deg, 1.0)
-        Mr[0, 2] -= mx
-        Mr[1, 2] -= my
-        img = cv2.warpAffine(img, Mr, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if v.roll:
+        Mr = cv2.getRotationMatrix2D((v.Wr / 2.0, v.Hr / 2.0), -roll_deg, 1.0)
+        Mr[0, 2] -= v.mx
+        Mr[1, 2] -= v.my
+        img = cv2.warpAffine(img, Mr, (v.W, v.H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return img.astype(np.uint8)
+
+
+def render(world: World, cam: Camera, light: Lighting, occluders=(), seed: int = 0) -> np.ndarray:
+    """Render one RGB uint8 image (cam.height, cam.width, 3)."""
+    rng = np.random.default_rng(seed)
+    v = _view(cam)
+    Hr, Wr, b, z0 = v.Hr, v.Wr, v.b, v.z0
+    haze_c, fog = COND[light.condition][5:]
+    img = _sky(world, cam, light, v)
+    emit = np.zeros((Hr, Wr, 3), np.float32)  # light sources: not tinted by the ambient colour
+    label = np.zeros((Hr, Wr), np.uint8)  # 0 sky, 1 ground, 2 wall, 3 ceiling
+    zbuf = np.full((Hr, Wr), np.inf, np.float32)
+    # ground: z = 0, intersected analytically per pixel
+    g_rows = b < -1e-4
+    sg = np.where(g_rows, z0 / np.maximum(-b, 1e-4), np.inf).astype(np.float32)
+    sg = np.minimum(sg, 3000.0)
+    zbuf[g_rows] = np.broadcast_to(sg[:, None], (Hr, Wr))[g_rows]
+    label[g_rows] = 1
+    gx = cam.x + sg[:, None] * v.Dx[None, :]
+    gy = cam.y + sg[:, None] * v.Dy[None, :]
+    zbuf, cmap = _ceilings(world, cam, v, zbuf, label)
+    walls = _walls(world, light, cam, v, zbuf, label)
+    zbuf = walls[0]
+    gmask = label == 1
+    sh = _shade_ground(world, cam, light, v, img, emit, gmask, sg, gx, gy) if gmask.any() else None
+    _shade_walls_ceiling(world, light, v, img, emit, label, zbuf, walls, cmap)
+    # distance haze
+    solid = label > 0
+    hz = np.exp(-np.where(solid, zbuf, 0) / fog)[..., None]
+    img = np.where(solid[..., None], img * hz + np.asarray(haze_c, np.float32) * (1 - hz), img)
+    if light.condition in ("night", "dusk"):
+        emit *= np.where(solid[..., None], hz, 1.0)
+    draw_billboards(world, cam, light, v, img, emit, zbuf, occluders, sh)
+    return _finish(light, v, img, emit, rng, cam.roll_deg)

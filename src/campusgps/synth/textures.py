@@ -121,6 +121,31 @@ def _material_pattern(rng, h, w, ppm, style) -> np.ndarray:
     return img
 
 
+def _door(img, emis, style: dict, ppm: float, cx: float, trim, glass, sign: str | None, sign_big: bool) -> None:
+    """Entrance centred at column ``cx``: frame, glass door (lit at night), optional canopy and number sign."""
+    h, w = img.shape[:2]
+    dw, dh = 1.8 * ppm, 2.5 * ppm
+    x0, x1 = int(cx - dw / 2), int(cx + dw / 2)
+    cv2.rectangle(img, (x0 - int(0.2 * ppm), int(h - dh - 0.2 * ppm)), (x1 + int(0.2 * ppm), h - 1), trim, -1)
+    cv2.rectangle(img, (x0, int(h - dh)), (x1, h - 1), _col(glass * 0.7), -1)
+    cv2.line(img, ((x0 + x1) // 2, int(h - dh)), ((x0 + x1) // 2, h - 1), trim, max(1, int(ppm * 0.1)))
+    emis[int(h - dh):h, x0:x1] = 200
+    if style["canopy"]:
+        cv2.rectangle(img, (x0 - int(0.8 * ppm), int(h - dh - 0.6 * ppm)), (x1 + int(0.8 * ppm), int(h - dh - 0.2 * ppm)),
+                      _col(style["accent"]), -1)
+    if sign:
+        sc = (1.6 if sign_big else 0.6)
+        sw, sh = int(sc * ppm * (0.7 * len(sign) + 0.6)), int(sc * ppm * 1.1)
+        sx0 = int(min(w - sw - 1, x1 + 0.6 * ppm))
+        sy0 = int(h - dh - 0.2 * ppm - sh)
+        if sx0 > 0 and sy0 > 0:
+            cv2.rectangle(img, (sx0, sy0), (sx0 + sw, sy0 + sh), _col(style["accent"]), -1)
+            cv2.putText(img, sign, (sx0 + int(0.25 * sc * ppm), sy0 + int(0.85 * sh)), cv2.FONT_HERSHEY_SIMPLEX,
+                        sc * ppm / 28.0, (255, 255, 255) if np.mean(style["accent"]) < 150 else (20, 20, 20),
+                        max(1, int(sc * ppm / 10)), cv2.LINE_AA)
+            emis[sy0:sy0 + sh, sx0:sx0 + sw] = np.maximum(emis[sy0:sy0 + sh, sx0:sx0 + sw], 90)
+
+
 def make_facade(rng: np.random.Generator, style: dict, width_m: float, height_m: float, ppm: float,
                 door: bool = False, sign: str | None = None, sign_big: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """One wall face: RGB uint8 (h, w, 3) and an emissive mask uint8 (h, w) (lit windows at night).
@@ -141,7 +166,6 @@ def make_facade(rng: np.random.Generator, style: dict, width_m: float, height_m:
     layout = style["layout"]
     lit_p = style["lit"]
     door_bay = nb // 2 if door else -1
-    sky_ref = np.linspace(1.3, 0.7, max(2, int(style["win_h"] * ppm)), dtype=np.float32)
 
     def window(x0, y0, x1, y1, lit):
         x0, y0, x1, y1 = (int(round(v)) for v in (x0, y0, x1, y1))
@@ -202,26 +226,7 @@ def make_facade(rng: np.random.Generator, style: dict, width_m: float, height_m:
     img = np.clip(img, 0, 255).astype(np.uint8)
     if door:
         cx = (margin + (door_bay + 0.5) * bay) * ppm if nb > 0 else w / 2
-        dw, dh = 1.8 * ppm, 2.5 * ppm
-        x0, x1 = int(cx - dw / 2), int(cx + dw / 2)
-        cv2.rectangle(img, (x0 - int(0.2 * ppm), int(h - dh - 0.2 * ppm)), (x1 + int(0.2 * ppm), h - 1), trim, -1)
-        cv2.rectangle(img, (x0, int(h - dh)), (x1, h - 1), _col(glass * 0.7), -1)
-        cv2.line(img, ((x0 + x1) // 2, int(h - dh)), ((x0 + x1) // 2, h - 1), trim, max(1, int(ppm * 0.1)))
-        emis[int(h - dh):h, x0:x1] = 200
-        if style["canopy"]:
-            cv2.rectangle(img, (x0 - int(0.8 * ppm), int(h - dh - 0.6 * ppm)), (x1 + int(0.8 * ppm), int(h - dh - 0.2 * ppm)),
-                          _col(style["accent"]), -1)
-        if sign:
-            sc = (1.6 if sign_big else 0.6)
-            sw, sh = int(sc * ppm * (0.7 * len(sign) + 0.6)), int(sc * ppm * 1.1)
-            sx0 = int(min(w - sw - 1, x1 + 0.6 * ppm))
-            sy0 = int(h - dh - 0.2 * ppm - sh)
-            if sx0 > 0 and sy0 > 0:
-                cv2.rectangle(img, (sx0, sy0), (sx0 + sw, sy0 + sh), _col(style["accent"]), -1)
-                cv2.putText(img, sign, (sx0 + int(0.25 * sc * ppm), sy0 + int(0.85 * sh)), cv2.FONT_HERSHEY_SIMPLEX,
-                            sc * ppm / 28.0, (255, 255, 255) if np.mean(style["accent"]) < 150 else (20, 20, 20),
-                            max(1, int(sc * ppm / 10)), cv2.LINE_AA)
-                emis[sy0:sy0 + sh, sx0:sx0 + sw] = np.maximum(emis[sy0:sy0 + sh, sx0:sx0 + sw], 90)
+        _door(img, emis, style, ppm, cx, trim, glass, sign, sign_big)
     return img, emis
 
 

@@ -90,13 +90,8 @@ def settings_dict(preset, seed, cfg: CaptureConfig, quality) -> dict:
     return d
 
 
-def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: CaptureConfig | None = None,
-               workers: int = 2, contact_sheet: bool = False, overwrite: bool = False, quality: int = JPEG_QUALITY,
-               progress: bool = True, log=print, max_shots: int | None = None) -> dict:
-    """Build the world, plan the captures, render everything into ``out``. Returns a summary dict."""
-    from campusgps.progress import progress_bar
-
-    cfg = cfg or CaptureConfig()
+def _validate(preset: str, cfg: CaptureConfig, workers: int) -> None:
+    """Clear errors for settings ``synthesize`` cannot honour."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if cfg.gps_sigma_m < 0 or not np.isfinite(cfg.gps_sigma_m):
@@ -111,8 +106,10 @@ def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: Captur
         raise UserError(f"image size {cfg.width}x{cfg.height} out of range (32x24 .. 4096x4096)")
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
-    out = Path(out)
-    settings = settings_dict(preset, seed, cfg, quality)
+
+
+def _existing_campus(out: Path, settings: dict, overwrite: bool) -> bool:
+    """True if ``out`` already holds this very campus (nothing to do); clears or refuses other contents."""
     if out.exists() and any(out.iterdir()):
         prev = out / "world.json"
         if prev.exists() and (out / "truth.csv").exists():
@@ -121,8 +118,7 @@ def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: Captur
             except ValueError:
                 same = False
             if same and not overwrite:
-                log(f"{out}: already holds this campus (same settings); nothing to do")
-                return {"out": str(out), "skipped": True}
+                return True
             if not overwrite:
                 raise UserError(f"{out} already holds a synthetic campus made with other settings; "
                                 "pass --overwrite to replace it or choose another OUT")
@@ -132,26 +128,13 @@ def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: Captur
                 (out / f).unlink(missing_ok=True)
         elif not overwrite and ((out / "photos").exists() or (out / "queries").exists()):
             raise UserError(f"{out} already has photos/ or queries/ that synth did not write; choose an empty OUT")
-    (out / "photos").mkdir(parents=True, exist_ok=True)
-    (out / "queries").mkdir(parents=True, exist_ok=True)
+    return False
 
-    t0 = time.time()
-    world = _ensure_world(preset, seed)
-    frame = world.frame()
-    shots = plan(world, cfg, seed, PRESETS[preset])
-    if max_shots is not None and len(shots) > max_shots:  # benchmarks: an even subsample of the plan
-        keep = np.linspace(0, len(shots) - 1, max_shots).round().astype(int)
-        shots = [shots[i] for i in keep]
-    ex = np.array([s.x for s in shots]), np.array([s.y for s in shots])
-    lx, ly = np.array([s.label_x for s in shots]), np.array([s.label_y for s in shots])
-    tlat, tlon = frame.to_wgs84(*ex)
-    llat, llon = frame.to_wgs84(lx, ly)
-    log(f"synth: {preset} campus seed {seed}: {sum(s.session == 'photos' for s in shots)} photos + "
-        f"{sum(s.session == 'queries' for s in shots)} queries at {cfg.width}x{cfg.height}, {workers} worker(s)")
 
-    jobs = [(s, str(out), cfg.width, cfg.height, preset, seed, float(llat[i]), float(llon[i]), quality)
-            for i, s in enumerate(shots)]
-    t_render = time.time()
+def _render_all(jobs: list, workers: int, preset: str, seed: int, progress: bool) -> None:
+    """Render and write every job's JPEG, in this process or in ``workers`` spawned ones."""
+    from campusgps.progress import progress_bar
+
     bar = progress_bar(total=len(jobs), desc="synth", unit="img", enable=progress)
     try:
         if workers == 1:
@@ -174,12 +157,11 @@ def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: Captur
                     bar.update(1)
     finally:
         bar.close()
-    render_s = time.time() - t_render
 
-    # truth.csv (written last, atomically: its presence means the set is complete)
-    err = np.hypot(lx - ex[0], ly - ex[1])
-    tmp = out / "truth.csv.part"
-    with open(tmp, "w", newline="") as fh:
+
+def _write_truth(path: Path, shots: list, llat, llon, tlat, tlon, err) -> None:
+    """truth.csv rows (``TRUTH_COLUMNS``) for ``shots``."""
+    with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(TRUTH_COLUMNS)
         for i, s in enumerate(shots):
@@ -189,6 +171,46 @@ def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: Captur
                         f"{s.x:.3f}", f"{s.y:.3f}", f"{s.label_x:.3f}", f"{s.label_y:.3f}", f"{s.pitch_deg:.2f}",
                         f"{s.roll_deg:.2f}", f"{s.hfov_deg:.2f}", f"{s.z:.2f}", s.taken_at, f"{s.sun_az_deg:.1f}",
                         f"{s.sun_el_deg:.1f}"])
+
+
+def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: CaptureConfig | None = None,
+               workers: int = 2, contact_sheet: bool = False, overwrite: bool = False, quality: int = JPEG_QUALITY,
+               progress: bool = True, log=print, max_shots: int | None = None) -> dict:
+    """Build the world, plan the captures, render everything into ``out``. Returns a summary dict."""
+    cfg = cfg or CaptureConfig()
+    _validate(preset, cfg, workers)
+    out = Path(out)
+    settings = settings_dict(preset, seed, cfg, quality)
+    if _existing_campus(out, settings, overwrite):
+        log(f"{out}: already holds this campus (same settings); nothing to do")
+        return {"out": str(out), "skipped": True}
+    (out / "photos").mkdir(parents=True, exist_ok=True)
+    (out / "queries").mkdir(parents=True, exist_ok=True)
+
+    t0 = time.time()
+    world = _ensure_world(preset, seed)
+    frame = world.frame()
+    shots = plan(world, cfg, seed, PRESETS[preset])
+    if max_shots is not None and len(shots) > max_shots:  # benchmarks: an even subsample of the plan
+        keep = np.linspace(0, len(shots) - 1, max_shots).round().astype(int)
+        shots = [shots[i] for i in keep]
+    ex = np.array([s.x for s in shots]), np.array([s.y for s in shots])
+    lx, ly = np.array([s.label_x for s in shots]), np.array([s.label_y for s in shots])
+    tlat, tlon = frame.to_wgs84(*ex)
+    llat, llon = frame.to_wgs84(lx, ly)
+    log(f"synth: {preset} campus seed {seed}: {sum(s.session == 'photos' for s in shots)} photos + "
+        f"{sum(s.session == 'queries' for s in shots)} queries at {cfg.width}x{cfg.height}, {workers} worker(s)")
+
+    jobs = [(s, str(out), cfg.width, cfg.height, preset, seed, float(llat[i]), float(llon[i]), quality)
+            for i, s in enumerate(shots)]
+    t_render = time.time()
+    _render_all(jobs, workers, preset, seed, progress)
+    render_s = time.time() - t_render
+
+    # truth.csv (written last, atomically: its presence means the set is complete)
+    err = np.hypot(lx - ex[0], ly - ex[1])
+    tmp = out / "truth.csv.part"
+    _write_truth(tmp, shots, llat, llon, tlat, tlon, err)
     desc = dict(world.desc)
     desc["settings"] = json.loads(json.dumps(settings))
     desc["counts"] = {"photos": sum(s.session == "photos" for s in shots),

@@ -134,7 +134,7 @@ def backbone_state_of(model) -> dict:
     return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
 
 
-def make_batches(data: TaskData, spec: dict, batch_size: int, device, augment_seed: int = 0):
+def make_batches(data: TaskData, spec: dict, batch_size: int, device):
     """``batches(epoch, rng)`` for :func:`campusgps.training.loop.train`."""
     import torch
 

@@ -37,7 +37,7 @@ def answer_evidence(loc, sims, idx, inl, nkp: int, bright: float, retrieval_cent
     if nkp >= 8:
         r = loc._fuse_verified(sims, idx, inl, mi, h["power"], h["bandwidth_m"], agg=h.get("agg", "max"),
                                level=h.get("level", loc.cfg.fusion_level))
-    center = np.asarray(r[0].center if r else retrieval_center, dtype=np.float64)
+    center = np.asarray(r.fused.center if r else retrieval_center, dtype=np.float64)
     spot, pos = loc._spots()
     x, places, aw = hybrid_evidence(center, sims, idx, inl, mi, spot, pos, nkp, bright, retrieval_center)
     return center, r is not None, x, places, aw
@@ -83,4 +83,5 @@ def apply_hybrid_confidence(loc, out, j: int, sims, idx, inl, nkp: int, bright: 
     out.alternatives[j] = alts
 
 
-__all__ = ["CAPTURE", "ConfidenceModel", "MIN_SEP_M", "answer_evidence", "apply_hybrid_confidence", "fit_hybrid_confidence"]
+__all__ = ["CAPTURE", "ConfidenceModel", "MIN_SEP_M", "answer_evidence", "apply_hybrid_confidence",
+           "fit_hybrid_confidence"]

@@ -1,0 +1,171 @@
+"""Local features for the hybrid method (OpenCV, imported lazily).
+
+RootSIFT keypoints with uint8 descriptors, matching with Lowe's ratio test plus a mutual-nearest check (one
+GEMM for a whole shortlist), RANSAC verification (fundamental matrix with MAGSAC++, homography fallback),
+and the packing of many images' features into bundle tensors (no pickling). Keypoints are in pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class LocalFeatures:
+    xy: np.ndarray       # (N, 2) float32 pixel coordinates in the image as described (after resize)
+    desc: np.ndarray     # (N, 128) uint8 RootSIFT, scaled so that the float vector has unit L2 norm / 512
+    size: tuple          # (width, height) of the described image
+
+    def __len__(self):
+        return len(self.xy)
+
+
+ROOTSIFT_SCALE = 512.0  # uint8 = round(clip(rootsift * 512, 0, 255)); RootSIFT entries rarely exceed 0.5
+
+
+def _to_gray(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    import cv2
+
+    a = np.asarray(img)
+    if a.ndim == 3:
+        a = cv2.cvtColor(a[..., :3].astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    a = a.astype(np.uint8)
+    h, w = a.shape[:2]
+    s = min(1.0, max_side / max(h, w)) if max(h, w) > 0 else 1.0
+    if s < 1.0:
+        a = cv2.resize(a, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return a, s
+
+
+def extract_local_features(img: np.ndarray, max_side: int = 640, max_keypoints: int = 1000,
+                           contrast_threshold: float = 0.02) -> LocalFeatures:
+    """RootSIFT features of an RGB (or gray) uint8 image, resized to at most ``max_side``.
+
+    Keeps the ``max_keypoints`` strongest responses. Blank/black/tiny images give zero features.
+    """
+    import cv2
+
+    gray, _ = _to_gray(img, max_side)
+    h, w = gray.shape[:2]
+    empty = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (w, h))
+    if min(h, w) < 16 or float(gray.std()) < 1.0:
+        return empty
+    sift = cv2.SIFT_create(nfeatures=max_keypoints, contrastThreshold=contrast_threshold)
+    kps, desc = sift.detectAndCompute(gray, None)
+    if desc is None or len(kps) == 0:
+        return empty
+    if len(kps) > max_keypoints:  # nfeatures can be exceeded by orientation duplicates
+        order = np.argsort([-k.response for k in kps])[:max_keypoints]
+        kps = [kps[i] for i in order]
+        desc = desc[order]
+    desc = desc.astype(np.float32)
+    desc /= np.maximum(desc.sum(1, keepdims=True), 1e-7)  # L1
+    desc = np.sqrt(desc)                                    # RootSIFT: unit L2 norm
+    q = np.clip(np.rint(desc * ROOTSIFT_SCALE), 0, 255).astype(np.uint8)
+    xy = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
+    return LocalFeatures(xy, q, (w, h))
+
+
+def descriptors_float(desc_u8: np.ndarray) -> np.ndarray:
+    """uint8 RootSIFT -> float32 unit vectors."""
+    d = desc_u8.astype(np.float32)
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+    return d
+
+
+def match_many(q_desc: np.ndarray, ref_descs: list[np.ndarray], ratio: float = 0.85,
+               mutual: bool = True) -> list[np.ndarray]:
+    """Match one query against several references in one matrix product.
+
+    Returns, per reference, an (M, 2) int array of (query_idx, ref_idx) pairs that pass Lowe's ratio test
+    (on L2 distances of unit vectors) and, when ``mutual``, are mutual nearest neighbours.
+    """
+    out: list[np.ndarray] = []
+    empty = np.zeros((0, 2), dtype=np.int64)
+    if len(q_desc) < 2 or not ref_descs:
+        return [empty for _ in ref_descs]
+    q = descriptors_float(q_desc)
+    sizes = [len(r) for r in ref_descs]
+    if sum(sizes) == 0:
+        return [empty for _ in ref_descs]
+    allr = descriptors_float(np.concatenate([r for r in ref_descs if len(r)], axis=0))
+    sim = q @ allr.T  # (Nq, sum M)
+    start = 0
+    for m in sizes:
+        if m < 2:
+            out.append(empty)
+            start += m
+            continue
+        s = sim[:, start:start + m]
+        start += m
+        top2 = np.argpartition(-s, 1, axis=1)[:, :2]
+        s2 = np.take_along_axis(s, top2, axis=1)
+        first = np.argmax(s2, axis=1)
+        best = top2[np.arange(len(s)), first]
+        sbest = s2[np.arange(len(s)), first]
+        ssec = s2[np.arange(len(s)), 1 - first]
+        d1 = np.sqrt(np.clip(2 - 2 * sbest, 0, None))
+        d2 = np.sqrt(np.clip(2 - 2 * ssec, 0, None))
+        ok = d1 < ratio * d2
+        if mutual:
+            back = np.argmax(s, axis=0)  # best query kp for every ref kp
+            ok &= back[best] == np.arange(len(s))
+        qi = np.nonzero(ok)[0]
+        out.append(np.stack([qi, best[qi]], axis=1).astype(np.int64))
+    return out
+
+
+def verify_pair(q_xy: np.ndarray, r_xy: np.ndarray, matches: np.ndarray, q_size, r_size,
+                method: str = "magsac", threshold_frac: float = 0.004, min_matches: int = 8
+                ) -> tuple[int, np.ndarray]:
+    """RANSAC-verify tentative matches. Returns (inlier count, inlier mask over ``matches``).
+
+    A fundamental matrix (MAGSAC++ by default) handles general 3-D scenes; if it fails (too few points,
+    degenerate planar scene) a homography is tried. The threshold scales with image size.
+    """
+    import cv2
+
+    n = len(matches)
+    if n < min_matches:
+        return 0, np.zeros(n, bool)
+    p1 = q_xy[matches[:, 0]].astype(np.float64)
+    p2 = r_xy[matches[:, 1]].astype(np.float64)
+    thr = max(1.0, threshold_frac * max(*q_size, *r_size))
+    flag = cv2.USAC_MAGSAC if method == "magsac" and hasattr(cv2, "USAC_MAGSAC") else cv2.FM_RANSAC
+    best = np.zeros(n, bool)
+    try:
+        F, mask = cv2.findFundamentalMat(p1, p2, flag, thr, 0.999, 1000)
+        if F is not None and mask is not None and F.shape == (3, 3):
+            best = mask.ravel().astype(bool)
+    except cv2.error:
+        pass
+    if best.sum() < min_matches:
+        try:
+            H, mask = cv2.findHomography(p1, p2, cv2.RANSAC if flag == cv2.FM_RANSAC else flag, 2 * thr,
+                                         maxIters=1000, confidence=0.999)
+            if H is not None and mask is not None and mask.sum() > best.sum():
+                best = mask.ravel().astype(bool)
+        except cv2.error:
+            pass
+    return int(best.sum()), best
+
+
+def empty_local_features() -> LocalFeatures:
+    return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (1, 1))
+
+
+def pack_local_features(lfs: list[LocalFeatures]) -> dict[str, np.ndarray]:
+    """Many images' features -> four flat bundle tensors (``lf_offsets`` delimits each image's rows)."""
+    offs = np.zeros(len(lfs) + 1, dtype=np.int64)
+    offs[1:] = np.cumsum([len(f) for f in lfs])
+    xy = np.concatenate([f.xy for f in lfs]) if lfs else np.zeros((0, 2), np.float32)
+    desc = np.concatenate([f.desc for f in lfs]) if lfs else np.zeros((0, 128), np.uint8)
+    wh = np.array([f.size for f in lfs], dtype=np.int32).reshape(-1, 2)
+    return {"lf_xy": xy.astype(np.float32), "lf_desc": desc.astype(np.uint8), "lf_offsets": offs, "lf_wh": wh}
+
+
+def unpack_local_features(t: dict) -> list[LocalFeatures]:
+    offs, xy, desc, wh = t["lf_offsets"], t["lf_xy"], t["lf_desc"], t["lf_wh"]
+    return [LocalFeatures(xy[offs[i]:offs[i + 1]], desc[offs[i]:offs[i + 1]], (int(wh[i, 0]), int(wh[i, 1])))
+            for i in range(len(offs) - 1)]

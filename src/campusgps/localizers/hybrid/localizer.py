@@ -1,0 +1,303 @@
+"""``HybridLocalizer``: the retrieval localizer plus local-feature verification of its shortlist.
+
+Fit: retrieval's fit, then (``_fit_extra``) local features of the references, spots, and the hybrid
+settings chosen and ``radius_m`` calibrated on held-out photos (``selection``). Predict: retrieval's answer
+as the fallback, replaced by the fused verified references when verification succeeds.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from campusgps.errors import BundleError
+from campusgps.localizers.base import Prediction, register
+from campusgps.localizers.evidence import brightness
+from campusgps.localizers.hybrid.confidence import ConfidenceModel, apply_hybrid_confidence, fit_hybrid_confidence
+from campusgps.localizers.hybrid.local_features import (LocalFeatures, extract_local_features,
+                                                        pack_local_features, unpack_local_features)
+from campusgps.localizers.hybrid.verification import fuse_verified, inlier_threshold, verify_shortlist
+from campusgps.localizers.retrieval import RetrievalConfig, RetrievalLocalizer
+from campusgps.localizers.retrieval.fusion import fuse_with
+from campusgps.localizers.selection import calibrate_radius, choices, even_sample, grid_search
+from campusgps.localizers.spots import spot_centres, spot_ids
+
+HYBRID_STATE_VERSION = 1
+
+
+@dataclass
+class HeldOut:
+    """Held-out photos for the hybrid's selection and calibration: their retrieval search (S, I), true
+    positions, ``load(j)`` -> image, where they come from, and their spot ids (None for val photos)."""
+    S: np.ndarray
+    I: np.ndarray
+    truth: np.ndarray
+    load: Callable[[int], np.ndarray]
+    source: str
+    groups: np.ndarray | None = None
+
+
+@dataclass
+class HybridConfig(RetrievalConfig):
+    shortlist: int = field(default=20, metadata={"help": "references verified per query (retrieval top-N)"})
+    night_views: int = field(default=0, metadata={
+        "help": "low-light reference views in the retrieval shortlist (see retrieval); off by default: measured "
+                "no better at night for hybrid (night median 36.4 -> 35.9 m, dusk 6.6 -> 9.3 m, small campus)"})
+    local_max_side: int = field(default=640, metadata={"help": "images are resized to this for local features"})
+    max_keypoints: int = field(default=1000, metadata={"help": "RootSIFT keypoints kept per query"})
+    ref_keypoints: int = field(default=600, metadata={"help": "RootSIFT keypoints stored per reference"})
+    ratio: float = field(default=0.85, metadata={"help": "Lowe ratio test threshold"})
+    ransac: str = field(default="magsac", metadata={"help": "magsac (USAC MAGSAC++) or ransac",
+                                                     "choices": ["magsac", "ransac"]})
+    min_inliers: int = field(default=0, metadata={"help": "inliers for a verified reference (0: chosen on val)"})
+    inlier_power: float = field(default=0.0, metadata={"help": "weight = inliers ** power (0: chosen on val)"})
+    hybrid_bandwidth_m: float = field(default=0.0, metadata={"help": "fusion bandwidth in m (0: chosen on val)"})
+    spot_m: float = field(default=1.0, metadata={"help": "photo-level fusion: labels closer than this share weight"})
+    fusion_level: str = field(default="spot", metadata={
+        "help": "spot: verified references vote once per spot (photos sharing one GPS fix, grouped by capture "
+                "time + label), answer = inlier-weighted mean of the agreeing spots; photo: per photo (old)",
+        "choices": ["spot", "photo"]})
+    spot_gap_s: float = field(default=20.0, metadata={"help": "photos taken within this many seconds ..."})
+    spot_link_m: float = field(default=8.0, metadata={"help": "... and labelled within this many metres share a spot"})
+    low_kp: int = field(default=250, metadata={
+        "help": "queries with fewer RootSIFT keypoints (night, blur) use min_inliers x low_kp_factor"})
+    low_kp_factor: float = field(default=0.0, metadata={"help": "min_inliers factor for low-keypoint queries "
+                                                                 "(0: chosen among 1.0 and 0.6 on held-out photos)"})
+    select_on: str = field(default="mapped", metadata={
+        "help": "mapped: choose fusion settings and calibrate radius_m on mapping photos searched with their own "
+                "spot left out (queries come from mapped areas); val: on the location-grouped val split",
+        "choices": ["mapped", "val"]})
+    calib_max: int = field(default=150, metadata={"help": "at most this many photos for selection/calibration"})
+
+
+@register
+class HybridLocalizer(RetrievalLocalizer):
+    method = "hybrid"
+    Config = HybridConfig
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        self.lf: list[LocalFeatures] = []
+        self.hybrid: dict = {}
+        self.confidence_model: ConfidenceModel | None = None
+        self.ref_spot = np.zeros(0, np.int64)
+        self.ref_pos = np.zeros((0, 2))
+
+    def input_max_side(self) -> int | None:
+        return max(self.cfg.local_max_side, 448)
+
+    # ------------------------------------------------------------------ local features
+    def _extract(self, img: np.ndarray, max_kp: int) -> LocalFeatures:
+        return extract_local_features(img, max_side=self.cfg.local_max_side, max_keypoints=max_kp)
+
+    def _extract_dataset(self, ds) -> list[LocalFeatures]:
+        from campusgps.progress import progress_bar
+
+        out = []
+        bar = progress_bar(total=len(ds), desc="local features", unit="img")
+        for i in range(len(ds)):
+            out.append(self._extract(ds.load_image(i, max_side=self.cfg.local_max_side), self.cfg.ref_keypoints))
+            bar.update(1)
+        bar.close()
+        return out
+
+    def _after_add(self, sub) -> None:
+        self.lf = list(self.lf) + self._extract_dataset(sub)
+        if len(self.lf) != len(self.ref_ids):
+            raise BundleError(f"hybrid index out of sync: {len(self.lf)} local feature sets, {len(self.ref_ids)} refs")
+        self._refresh_spots()
+
+    # ------------------------------------------------------------------ spots (one GPS fix each)
+    def _compute_spots(self):
+        """Spot id of every reference and the spot's position (median of its photos' labels)."""
+        t = np.asarray(self.ref_time, np.float64)
+        if len(t) != len(self.ref_en):
+            t = np.full(len(self.ref_en), np.nan)
+        h = self.hybrid or {}
+        spot = spot_ids(self.ref_en, t, gap_s=h.get("spot_gap_s", self.cfg.spot_gap_s),
+                        link_m=h.get("spot_link_m", self.cfg.spot_link_m), fallback_m=max(self.cfg.spot_m, 1e-6))
+        return spot, spot_centres(self.ref_en, spot)
+
+    def _refresh_spots(self) -> None:
+        self.ref_spot, self.ref_pos = self._compute_spots()
+
+    def _spots(self):
+        """(spot ids, spot positions) of the references; computed, not stored, when out of date (read-only)."""
+        if len(self.ref_spot) != len(self.ref_en):
+            return self._compute_spots()
+        return self.ref_spot, self.ref_pos
+
+    # ------------------------------------------------------------------ verification
+    def _verify(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray):
+        """Local-feature verification of one query against its shortlist. Returns (n_query_kp, inliers)."""
+        q = self._extract(img, self.cfg.max_keypoints)
+        return len(q), verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac)
+
+    def _min_inliers(self, nkp: int, min_inliers: int, factor: float | None = None) -> int:
+        f = self.hybrid.get("low_kp_factor", 1.0) if factor is None else factor
+        return inlier_threshold(nkp, min_inliers, f, self.hybrid.get("low_kp", self.cfg.low_kp))
+
+    def _fuse_verified(self, sims, idx, inl, min_inliers, power, bw, agg="max", level=None):
+        """See ``hybrid.verification.fuse_verified``: (Fused, ok, raw radius, agree) or None."""
+        level = level or self.hybrid.get("level", self.cfg.fusion_level)
+        return fuse_verified(self.ref_en, self._spots, idx, inl, min_inliers, power, bw, agg=agg, level=level,
+                             spot_m=self.cfg.spot_m)
+
+    # ------------------------------------------------------------------ fit: selection + calibration
+    def _fit_extra(self, train, val, val_en, choices_out: dict) -> None:
+        self.lf = self._extract_dataset(train)
+        if len(self.lf) != len(self.ref_ids):
+            raise BundleError("hybrid: local features and references out of sync")
+        self._refresh_spots()
+        self.hybrid = {"min_inliers": self.cfg.min_inliers or 15, "power": self.cfg.inlier_power or 1.0,
+                       "bandwidth_m": self.cfg.hybrid_bandwidth_m or 8.0, "radius_scale": 1.0, "agg": "max",
+                       "level": self.cfg.fusion_level, "spot_gap_s": self.cfg.spot_gap_s,
+                       "spot_link_m": self.cfg.spot_link_m, "low_kp": self.cfg.low_kp,
+                       "low_kp_factor": self.cfg.low_kp_factor or 1.0}
+        held = self._held_out_mapped(train) if self.cfg.select_on == "mapped" else self._held_out_val(val, val_en)
+        if held is not None:
+            self._select_and_calibrate(held, choices_out)
+
+    def _held_out_mapped(self, train) -> HeldOut | None:
+        """Mapping photos searched with their own spot left out (their GPS fix is shared by the whole spot),
+        scored against their own labels: held-out queries from the mapped area."""
+        spot, _ = self._spots()
+        pos = {r: k for k, r in enumerate(self.ref_ids)}
+        rows = [j for j, r in enumerate(train.manifest["id"].astype(str)) if r in pos]
+        if len(rows) < 5 or len(np.unique(spot)) < 3:
+            return None
+        pick = np.asarray(rows)[even_sample(len(rows), self.cfg.calib_max)]
+        ref_of = np.array([pos[str(train.manifest["id"].iloc[j])] for j in pick])
+        width = max(self.cfg.shortlist, self.fusion["k"])
+        S0, I0 = self._search(self.ref_desc[ref_of], min(len(self.ref_en), width + 60))
+        S = np.full((len(pick), width), -1.0, np.float32)
+        I = np.full(S.shape, -1, np.int64)
+        for j in range(len(pick)):
+            keep = (I0[j] >= 0) & (spot[np.maximum(I0[j], 0)] != spot[ref_of[j]])
+            s_, i_ = S0[j][keep][:width], I0[j][keep][:width]
+            S[j, :len(s_)], I[j, :len(i_)] = s_, i_
+        load = lambda j: train.load_image(int(pick[j]), max_side=self.input_max_side())  # noqa: E731
+        return HeldOut(S, I, self.ref_en[ref_of], load, "mapped (own spot left out)", groups=spot[ref_of])
+
+    def _held_out_val(self, val, val_en) -> HeldOut | None:
+        """The location-grouped val photos (an even sample of at most ``calib_max``)."""
+        if val is None or len(val) < 5:
+            return None
+        pk = even_sample(len(val), self.cfg.calib_max)
+        val, val_en = val.rows(pk), val_en[pk]
+        S, I = self._search(self.proj(self._raw_from_dataset(val)), max(self.cfg.shortlist, self.fusion["k"]))
+        load = lambda j: val.load_image(j, max_side=self.input_max_side())  # noqa: E731
+        return HeldOut(S, I, val_en, load, "val (location-grouped)")
+
+    def _candidates(self):
+        c = self.cfg
+        aggs = ["max", "sum"] if c.fusion_level == "spot" else ["max"]
+        for mi, pw, bw, agg, lf in itertools.product(
+                choices(c.min_inliers, [8, 12, 20, 30]), choices(c.inlier_power, [1.0, 2.0]),
+                choices(c.hybrid_bandwidth_m, [5.0, 10.0, 20.0]), aggs, choices(c.low_kp_factor, [1.0, 0.6])):
+            yield {"min_inliers": mi, "power": pw, "bandwidth_m": bw, "agg": agg, "low_kp_factor": lf}
+
+    def _select_and_calibrate(self, held: HeldOut, choices_out: dict) -> None:
+        S, I, truth, load, SL = held.S, held.I, held.truth, held.load, self.cfg.shortlist
+        records, brights = [], []  # (retrieval search, inliers) per held-out photo, computed once
+        for j in range(len(S)):
+            img = load(j)
+            nkp, inl = self._verify(img, S[j][:SL], I[j][:SL])
+            records.append((S[j], I[j], inl, nkp))
+            brights.append(brightness(img))
+        retr = np.array([fuse_with(self.ref_en, S[j], I[j], self.fusion)[0].center for j in range(len(S))])
+
+        def evaluate(p):
+            cen, rr = [], []
+            for j, (s, i, inl, nkp) in enumerate(records):
+                r = self._fuse_verified(s[:SL], i[:SL], inl, self._min_inliers(nkp, p["min_inliers"], p["low_kp_factor"]),
+                                        p["power"], p["bandwidth_m"], agg=p["agg"], level=self.cfg.fusion_level)
+                cen.append(r.fused.center if r else retr[j])
+                rr.append(r.raw_radius if r else np.nan)
+            return np.hypot(*(np.array(cen) - truth).T), {"rr": np.array(rr),
+                                                          "row": {"verified": float(np.isfinite(rr).mean())}}
+
+        best = grid_search(self._candidates(), evaluate)
+        params, err, rr = best["params"], best["errors"], best["extra"]["rr"]
+        self.hybrid.update(params)
+        scale, cov = calibrate_radius(rr, err, self.cfg.radius_target, min_n=3)
+        self.hybrid["radius_scale"] = scale
+        choices_out["hybrid"] = {
+            **params, "selected_on": held.source, "n_held_out": int(len(S)), "held_out_median_m": best["median_m"],
+            "held_out_mean_m": best["mean_m"], "held_out_verified": float(np.isfinite(rr).mean()),
+            "held_out_coverage": cov, "retrieval_held_out_median_m": float(np.median(np.hypot(*(retr - truth).T))),
+            "note": "errors vs the held-out photos' own (noisy) GPS labels"}
+        choices_out["hybrid_grid"] = best["grid"]
+        self.confidence_model = fit_hybrid_confidence(self, records, brights, retr, truth, held.groups)
+        if self.confidence_model is not None:
+            choices_out["confidence"] = self.confidence_model.info
+
+    # ------------------------------------------------------------------ predict
+    def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
+        q = self.proj(self._raw_from_images(images, tta=self.cfg.tta))
+        S, I = self._search(q, max(self.cfg.shortlist, self.fusion["k"], 10), use_aug=self._dark_queries(images),
+                            exclude=exclude_ids)
+        out = self._predict_from_search(S, I)  # retrieval answer = fallback
+        for j, img in enumerate(images):
+            s, i = S[j][:self.cfg.shortlist], I[j][:self.cfg.shortlist]
+            retrieval_center = np.array([out.east[j], out.north[j]])
+            nkp, inl = self._verify_one(out, j, img, s, i)
+            apply_hybrid_confidence(self, out, j, s, i, inl, nkp, brightness(img), retrieval_center)
+        return out
+
+    def _verify_one(self, out: Prediction, j: int, img: np.ndarray, s: np.ndarray, i: np.ndarray):
+        """Replace row ``j`` of ``out`` (the retrieval answer) by the verified answer when there is one.
+        Returns (query keypoints, inliers per shortlisted reference)."""
+        h = self.hybrid
+        nkp, inl = self._verify(img, s, i)
+        if nkp < 8:
+            out.flags[j] += ["no_local_features", "fallback_retrieval"]
+            return nkp, inl
+        r = self._fuse_verified(s, i, inl, self._min_inliers(nkp, h["min_inliers"]), h["power"], h["bandwidth_m"],
+                                agg=h.get("agg", "max"), level=h.get("level", "photo"))
+        if r is None:
+            out.flags[j].append("fallback_retrieval")
+            for d, n_in in zip(out.neighbors[j], inl):
+                d["inliers"] = int(n_in)
+            return nkp, inl
+        f, ok, raw_r, agree_ref = r
+        out.east[j], out.north[j] = f.center
+        out.radius_m[j] = h["radius_scale"] * raw_r
+        if "out_of_area" in out.flags[j] and f.n_agree >= 2:
+            out.flags[j].remove("out_of_area")  # geometry confirms a known place
+        verified = np.nonzero(ok)[0]
+        agree = {int(i[v]) for v, a in zip(verified, agree_ref) if a}
+        extra = {int(i[k]): {"inliers": int(inl[k]), "verified": bool(ok[k])} for k in range(len(i))}
+        order = np.argsort(-inl, kind="stable")
+        out.neighbors[j] = self._neighbors(s[order], i[order], agree=agree, n=10, extra=extra)
+        if "out_of_area" in out.flags[j]:
+            out.radius_m[j] = max(out.radius_m[j], self.calib.get("far_radius_m", 1000.0))
+        return nkp, inl
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self):
+        t, meta = super()._state()
+        if len(self.lf) != len(self.ref_ids):
+            raise BundleError("hybrid: local features and references out of sync; cannot save")
+        t.update(pack_local_features(self.lf))
+        meta["hybrid"] = self.hybrid
+        meta["hybrid_state_version"] = HYBRID_STATE_VERSION
+        meta["confidence"] = self.confidence_model.to_dict() if self.confidence_model is not None else None
+        return t, meta
+
+    @classmethod
+    def _from_state(cls, tensors, meta):
+        if meta.get("hybrid_state_version") != HYBRID_STATE_VERSION:
+            raise BundleError(f"hybrid bundle state version {meta.get('hybrid_state_version')!r} is not "
+                              f"{HYBRID_STATE_VERSION}; retrain with `campusgps train DATASET --method hybrid`")
+        loc = super()._from_state(tensors, meta)
+        loc.lf = unpack_local_features(tensors)
+        loc.hybrid = dict(meta["hybrid"])
+        loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
+        if len(loc.lf) != len(loc.ref_ids):
+            raise BundleError(f"inconsistent hybrid bundle: {len(loc.lf)} local feature sets for "
+                              f"{len(loc.ref_ids)} references")
+        loc._refresh_spots()
+        return loc

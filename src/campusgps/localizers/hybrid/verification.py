@@ -1,0 +1,89 @@
+"""Geometric verification of a retrieval shortlist and fusion of the verified references.
+
+``verify_shortlist`` counts RANSAC inliers between a query and each shortlisted reference;
+``inlier_threshold`` lowers the bar for queries with few keypoints (night, blur); ``fuse_verified`` turns
+the verified references into a position, per spot (photos sharing one GPS fix) or per photo.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from campusgps.localizers.fusion import Fused, per_spot_weights, robust_fuse
+from campusgps.localizers.hybrid.local_features import (LocalFeatures, empty_local_features, match_many,
+                                                        verify_pair)
+
+
+def verify_shortlist(q: LocalFeatures, ref_lf: list[LocalFeatures], idx: np.ndarray, ratio: float,
+                     ransac: str) -> np.ndarray:
+    """Inliers of the query against every shortlisted reference row (``idx``; -1 = no reference)."""
+    inl = np.zeros(len(idx), dtype=np.int64)
+    if len(q) < 8:
+        return inl
+    refs = [ref_lf[i] if i >= 0 else empty_local_features() for i in idx]
+    matches = match_many(q.desc, [r.desc for r in refs], ratio=ratio, mutual=True)
+    for j, (r, m) in enumerate(zip(refs, matches)):
+        if len(m) >= 8:
+            inl[j], _ = verify_pair(q.xy, r.xy, m, q.size, r.size, method=ransac)
+    return inl
+
+
+def inlier_threshold(nkp: int, min_inliers: int, factor: float, low_kp: int) -> int:
+    """Inlier threshold for a query with ``nkp`` keypoints: lower for few-keypoint (dark) queries."""
+    if nkp < low_kp:
+        return max(6, int(round(min_inliers * factor)))
+    return int(min_inliers)
+
+
+@dataclass
+class Verified:
+    """A fused verified shortlist: ``ok`` marks verified entries of the shortlist, ``agree`` the agreeing
+    ones among them, ``raw_radius`` the uncalibrated radius."""
+    fused: Fused
+    ok: np.ndarray
+    raw_radius: float
+    agree: np.ndarray
+
+    def __iter__(self):  # unpacks as (Fused, ok, raw radius, agree)
+        return iter((self.fused, self.ok, self.raw_radius, self.agree))
+
+
+def _spot_level(spot, pos, ii, w, bw: float, agg: str):
+    us, inv = np.unique(spot[ii], return_inverse=True)
+    W = np.zeros(len(us))
+    (np.add if agg == "sum" else np.maximum).at(W, inv, w)
+    P = np.stack([pos[ii[inv == k]][0] for k in range(len(us))])
+    f = robust_fuse(P, W, bandwidth_m=bw, method="mode")
+    a = f.agree
+    f.center = (P[a] * W[a, None]).sum(0) / W[a].sum()
+    d = np.hypot(*(P[a] - f.center).T)
+    f.spread_m = float(np.sqrt((W[a] * d ** 2).sum() / W[a].sum()))
+    return f, W[a], a[inv]
+
+
+def fuse_verified(ref_en, spots, idx, inl, min_inliers, power, bw, agg="max", level="spot",
+                  spot_m: float = 1.0) -> Verified | None:
+    """Fuse the verified shortlist (``inl >= min_inliers``); None when nothing is verified.
+
+    level ``spot``: each spot votes once (its best photo's inliers ** power, or the sum with ``agg="sum"``)
+    at the spot's position; the density mode picks the agreeing spots and the answer is their weighted mean,
+    so the query lands between verified spots instead of on one of them (their label noise averages out).
+    level ``photo``: per-photo fusion (density mode + geometric median). ``spots``: () -> (spot ids, positions).
+    """
+    ok = (inl >= min_inliers) & (idx >= 0)
+    if not ok.any():
+        return None
+    ii = idx[ok]
+    w = inl[ok].astype(np.float64) ** power
+    if level == "spot":
+        f, wa, agree_ref = _spot_level(*spots(), ii, w, bw, agg)
+    else:
+        pts = ref_en[ii]
+        w = per_spot_weights(pts, w, spot_m) if spot_m > 0 else w
+        f = robust_fuse(pts, w, bandwidth_m=bw, method="mode")
+        wa = w[f.agree]
+        agree_ref = f.agree
+    n_eff = float(wa.sum() ** 2 / max((wa ** 2).sum(), 1e-12))
+    raw_r = float(np.sqrt(f.spread_m ** 2 / max(n_eff, 1.0) + (0.25 * bw) ** 2 + 1.0))
+    return Verified(f, ok, raw_r, agree_ref)
