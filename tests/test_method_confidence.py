@@ -10,7 +10,8 @@ def _check(loc, paths, tmp_path, names):
     assert loc.confidence_model is not None and loc.confidence_model.names == list(names)
     p = loc.predict(paths)
     assert ((p.confidence >= 0) & (p.confidence <= 1)).all()
-    assert np.allclose(p.radius_m, loc.confidence_model.radius(p.confidence))
+    if not loc.confidence_model.radius_spec["scaled"]:
+        assert np.allclose(p.radius_m, loc.confidence_model.radius(p.confidence))
     q = Localizer.load(loc.save(tmp_path / "m.cgps")).predict(paths)
     np.testing.assert_allclose(q.confidence, p.confidence, rtol=1e-5)
     np.testing.assert_allclose(q.radius_m, p.radius_m, rtol=1e-5)
@@ -39,3 +40,5 @@ def test_regression_confidence_from_val_predictions(tmp_path):
     assert loc.info["confidence"]["n_held_out"] == int((ds.manifest["split"] == "val").sum())
     p = _check(loc, ds.subset("test").paths(), tmp_path, REGRESSION_FEATURES)
     assert p.alternatives == [[] for _ in range(len(p))]
+    # the radius is the per-photo sigma radius scaled per confidence bin: it still varies photo by photo
+    assert loc.confidence_model.radius_spec["scaled"] and np.ptp(p.radius_m) > 0

@@ -7,7 +7,9 @@
   other places, fusion support/spread, brightness). Alternatives from the shortlist's other places.
 * Regression (:func:`fit_regression_confidence`, :func:`apply_regression_confidence`): its network memorises
   the training photos, so the held-out photos are the location-grouped val split it is calibrated on;
-  evidence = the predicted sigma (log raw radius) and brightness. No alternatives (one answer per photo).
+  evidence = the predicted sigma (log raw radius) and brightness; the radius is the per-photo sigma radius
+  scaled per confidence bin (so it still varies photo by photo when the val split is too small for several
+  bins). No alternatives (one answer per photo).
 """
 from __future__ import annotations
 
@@ -95,7 +97,8 @@ def fit_regression_confidence(raw_radius, errors, val_ds, target: float = 0.9) -
     if len(raw) < 20:
         return None
     X = np.stack([np.log(np.maximum(raw, 1e-3)), _bright_of(val_ds, range(len(val_ds)))], 1)
-    return ConfidenceModel.fit(X, errors, REGRESSION_FEATURES, target=target, min_per_bin=max(30, len(raw) // 6))
+    return ConfidenceModel.fit(X, errors, REGRESSION_FEATURES, target=target, raw_radius=raw,
+                               min_per_bin=max(30, len(raw) // 6))
 
 
 def apply_regression_confidence(model: ConfidenceModel | None, raw_radius, images, out) -> None:
@@ -105,4 +108,4 @@ def apply_regression_confidence(model: ConfidenceModel | None, raw_radius, image
                   np.array([brightness(im) for im in images])], 1)
     c = model.confidence(X)
     out.confidence[:] = c
-    out.radius_m[:] = model.radius(c)
+    out.radius_m[:] = model.radius(c, raw_radius)
