@@ -132,10 +132,14 @@ def main(argv=None) -> int:
                      q_X=np.stack([d["x"] for d in q[-len(images):]]) if q else None, q_err=err,
                      conf=pred.confidence, radius=pred.radius_m,
                      cond=tq["condition"].to_numpy().astype(str) if "condition" in tq else None)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1, default=float))
+        write(args.out, results)  # after every method: a long run keeps what it measured
     print(f"wrote {args.out}")
     return 0
+
+
+def write(out: str, results: dict) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":
