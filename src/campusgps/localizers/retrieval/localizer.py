@@ -11,6 +11,7 @@ import numpy as np
 
 from campusgps.errors import BundleError
 from campusgps.localizers.base import Localizer, Prediction, register
+from campusgps.localizers.method_confidence import ConfidenceModel, apply_retrieval_confidence, fit_retrieval_confidence
 from campusgps.localizers.retrieval import descriptors as D
 from campusgps.localizers.retrieval import index as X
 from campusgps.localizers.retrieval.fusion import fuse_with, raw_radius
@@ -81,6 +82,7 @@ class RetrievalLocalizer(Localizer):
         self.aug_desc = np.zeros((0, 0), np.float32)  # extra (low-light) descriptors of references ...
         self.aug_of = np.zeros(0, np.int64)             # ... and the reference row each one belongs to
         self._index = None      # FAISS index of ref_desc, rebuilt whenever the references change
+        self.confidence_model: ConfidenceModel | None = None
         self._aug_index = None  # ... and of aug_desc (None without low-light views)
         self.thumbs: list[bytes] = []
         self.calib: dict = {}
@@ -180,6 +182,8 @@ class RetrievalLocalizer(Localizer):
             self._append_refs(proj(raw_va), en_va, val.manifest, aug=[proj(v) for v in views_va])
             self._after_add(val)
         self._collect_thumbnails(dataset)
+        if self.method == "retrieval":  # the hybrid fits its own (on verified evidence)
+            choices["confidence"] = getattr(fit_retrieval_confidence(self, train), "info", None)
         self.info.update({"data": {"n_train": int(len(train)), "n_val": int(len(val)),
                                    "n_references": int(len(self.ref_en)),
                                    "n_low_light_descriptors": int(len(self.aug_of))},
@@ -336,7 +340,9 @@ class RetrievalLocalizer(Localizer):
     def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
         q = self.proj(self._raw_from_images(images, tta=self.cfg.tta))
         S, I = self._search(q, max(self.fusion["k"], 10), use_aug=self._dark_queries(images), exclude=exclude_ids)
-        return self._predict_from_search(S, I)
+        out = self._predict_from_search(S, I)
+        apply_retrieval_confidence(self, out, S, I, images)
+        return out
 
     def _predict_from_search(self, S, I) -> Prediction:
         n = len(S)
@@ -396,6 +402,7 @@ class RetrievalLocalizer(Localizer):
                 "fusion": self.fusion, "calib": self.calib, "backbone": self.cfg.backbone,
                 "backbone_key": self._expected_backbone_key, "dim": int(self.ref_desc.shape[1]),
                 "night_views": self._n_night_views()}
+        meta["confidence"] = self.confidence_model.to_dict() if self.confidence_model is not None else None
         return t, meta
 
     @classmethod
@@ -433,6 +440,7 @@ class RetrievalLocalizer(Localizer):
                                     tensors.get("thumb_offsets", np.zeros(1, np.int64)))
         loc.fusion, loc.calib = dict(meta["fusion"]), dict(meta["calib"])
         loc._expected_backbone_key = meta.get("backbone_key")
+        loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
         return loc
 
     @classmethod
