@@ -17,13 +17,18 @@ from campusgps.localizers.retrieval.fusion import fuse_with, raw_radius
 from campusgps.localizers.retrieval.projection import Projection
 from campusgps.localizers.retrieval.views import dark_queries
 from campusgps.localizers.spots import times_of
+from campusgps.models.onnx_backbone import bundle_parts, from_bundle
 
 STATE_VERSION = 1
 
 
 @dataclass
 class RetrievalConfig:
-    backbone: str = field(default="efficientnet-lite0", metadata={"help": "pretrained backbone for global descriptors"})
+    backbone: str = field(default="efficientnet-lite0", metadata={
+        "help": "backbone for global descriptors: efficientnet-lite0/1/2, tiny-cnn, or onnx:PATH (an ONNX image "
+                "model; settings in PATH.json)"})
+    backbone_opt: list[str] = field(default_factory=list, metadata={"help": "onnx:PATH backbone setting overriding "
+                                    "PATH.json, e.g. input_size=224", "metavar": "KEY=VALUE", "repeat": True})
     device: str = field(default="auto", metadata={"help": "auto|cpu|cuda"})
     gem_p: float = field(default=3.0, metadata={"help": "GeM pooling exponent (1 = average pooling)"})
     whiten: str = field(default="auto", metadata={"help": "PCA-whitening: auto (chosen on val), on, off",
@@ -99,7 +104,7 @@ class RetrievalLocalizer(Localizer):
     def _load_backbone(self):
         from campusgps.models.backbones import get_backbone
 
-        bb = get_backbone(self.cfg.backbone, device=self.cfg.device)
+        bb = get_backbone(self.cfg.backbone, device=self.cfg.device, options=self.cfg.backbone_opt)
         want = self._expected_backbone_key
         if want and getattr(bb, "key", want) != want:
             raise BundleError(
@@ -392,7 +397,9 @@ class RetrievalLocalizer(Localizer):
             t["aug_desc"] = np.asarray(self.aug_desc, np.float32)
             t["aug_of"] = np.asarray(self.aug_of, np.int64)
         t["thumbs"], t["thumb_offsets"] = D.pack_bytes([bytes(b) for b in self.thumbs])
-        meta = {"state_version": STATE_VERSION, "ref_ids": self.ref_ids, "ref_files": self.ref_files,
+        bt, bmeta = bundle_parts(self._bb)  # an ONNX backbone: its record (+ the model when small)
+        t.update(bt)
+        meta = {**bmeta, "state_version": STATE_VERSION, "ref_ids": self.ref_ids, "ref_files": self.ref_files,
                 "fusion": self.fusion, "calib": self.calib, "backbone": self.cfg.backbone,
                 "backbone_key": self._expected_backbone_key, "dim": int(self.ref_desc.shape[1]),
                 "night_views": self._n_night_views()}
@@ -433,6 +440,7 @@ class RetrievalLocalizer(Localizer):
                                     tensors.get("thumb_offsets", np.zeros(1, np.int64)))
         loc.fusion, loc.calib = dict(meta["fusion"]), dict(meta["calib"])
         loc._expected_backbone_key = meta.get("backbone_key")
+        loc._bb = from_bundle(tensors, meta)  # an ONNX backbone comes from the bundle (None: built-in, lazy)
         return loc
 
     @classmethod
