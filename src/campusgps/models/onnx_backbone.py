@@ -270,7 +270,7 @@ def load_onnx_backbone(name: str, options=None, device: str = "auto", fast: str 
         if ck in _CACHE:
             _CACHE[ck].select_path(fast)
             return _CACHE[ck]
-    settings, _ = onnx_settings.resolve(p, opts)
+    settings = onnx_settings.resolve(p, opts)
     from campusgps.models.backbones import _file_sha256
 
     bb = OnnxBackbone(name, str(p), _file_sha256(str(p)), st.st_size, settings, _session(p, dev), dev)

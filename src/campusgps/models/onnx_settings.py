@@ -120,11 +120,9 @@ def parse_options(options) -> dict:
     return {k: _coerce(k, v, f"--backbone-opt {k}") for k, v in items}
 
 
-def resolve(model_path: str | Path, options=None) -> tuple[dict, dict]:
-    """(settings, where each came from): defaults < PATH.json < options."""
-    settings, source = dict(DEFAULTS), {k: "default" for k in DEFAULTS}
-    for origin, layer in ((str(json_path(model_path)), read_json(model_path)), ("option", parse_options(options))):
-        for k, v in layer.items():
-            if v is not None:
-                settings[k], source[k] = v, origin
-    return settings, source
+def resolve(model_path: str | Path, options=None) -> dict:
+    """The settings of the model at ``model_path``: defaults < PATH.json < options."""
+    settings = dict(DEFAULTS)
+    for layer in (read_json(model_path), parse_options(options)):
+        settings.update({k: v for k, v in layer.items() if v is not None})
+    return settings
