@@ -4,7 +4,7 @@ NCHW float model returning its last feature maps, normalisation given in its JSO
 simulated campus and answering the same query session. Reports descriptor agreement, how far apart the two
 models' answers are, and each one's errors against the true positions.
 
-    python benchmarks/byo_onnx.py [--work /tmp/cgps-byo] [--preset tiny] [--seed 3]
+    python benchmarks/byo_onnx.py [--work /tmp/cgps-byo] [--preset tiny] [--seed 3] [--photos N --queries M]
 """
 from __future__ import annotations
 
@@ -50,10 +50,13 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/cgps-byo")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--photos", type=int, default=0, help="mapping photos (0: the preset's)")
+    ap.add_argument("--queries", type=int, default=0, help="query photos (0: the preset's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "byo_onnx.json"))
     args = ap.parse_args()
     work = Path(args.work)
-    sim, ds_dir, q_dir = simulated_campus(work, args.preset, args.seed)
+    extra = [a for k in ("photos", "queries") if getattr(args, k) for a in (f"--{k}", getattr(args, k))]
+    sim, ds_dir, q_dir = simulated_campus(work, args.preset, args.seed, *extra)
     ds, qs = Dataset.open(ds_dir), Dataset.open(q_dir)
     truth = pd.read_csv(sim / "truth.csv")
     truth.index = truth["file"].map(lambda f: Path(f).name)
@@ -64,7 +67,8 @@ def main() -> None:
 
     imgs = [qs.load_image(i, max_side=448) for i in range(min(32, len(qs)))]
     desc = {k: get_backbone(n, device="cpu").embed(imgs, pooling="gem") for k, n in names.items()}
-    res = {"campus": {"preset": args.preset, "seed": args.seed, "n_mapping": len(ds), "n_queries": len(qs)},
+    res = {"campus": {"preset": args.preset, "seed": args.seed, "synth_args": extra, "n_mapping": len(ds),
+                      "n_queries": len(qs)},
            "descriptor_cosine_min": float(cosine_rows(desc["builtin"], desc["onnx"]).min()),
            "builtin_path": get_backbone(names["builtin"], device="cpu").path}
     preds = {}
@@ -72,6 +76,7 @@ def main() -> None:
         t0 = time.time()
         loc = RetrievalLocalizer(backbone=n, device="cpu").fit(ds)
         fit_s = time.time() - t0
+        loc.predict(qs.paths()[:4])  # warm-up
         t0 = time.time()
         p = loc.predict(qs.paths())
         pred_s = (time.time() - t0) / len(qs)

@@ -273,3 +273,18 @@ def test_cli_train_and_predict_with_backbone_opt(models, toy, tmp_path, capsys):
     csv_out = tmp_path / "p.csv"
     assert main(["predict", str(out), str(toy.paths()[0]), "--out", str(csv_out)]) == 0
     assert len(csv_out.read_text().strip().splitlines()) == 2
+
+
+def test_hybrid_uses_an_onnx_backbone_and_round_trips(models, toy, tmp_path):
+    from campusgps.localizers.base import Localizer
+    from campusgps.localizers.hybrid import HybridLocalizer
+
+    loc = HybridLocalizer(backbone=f"onnx:{models[0] / 'vector.onnx'}", finetune="off", shortlist=8,
+                          night_views=0, thumbnails=False).fit(toy)
+    out = tmp_path / "hy.cgps"
+    loc.save(out)
+    q = toy.subset("test").paths()[:4]
+    p1, p2 = loc.predict(q), Localizer.load(out).predict(q)
+    assert np.isfinite(p1.lat).all()
+    np.testing.assert_allclose(p2.lat, p1.lat, atol=1e-9)
+    assert Localizer.read_metadata(out)["state"]["backbone_onnx"]["settings"]["output"] == "vector"

@@ -96,7 +96,8 @@ class OnnxBackbone:
         ins = {i.name: i for i in sess.get_inputs()}
         if s["input_name"] is None and len(ins) != 1:
             raise UserError(f"{where}: the graph has {len(ins)} inputs ({', '.join(ins)}); name the image input "
-                            f"with \"input_name\" in {onnx_settings.json_path(where).name} or --backbone-opt input_name=NAME")
+                            f"with \"input_name\" in {onnx_settings.json_path(where).name} or --backbone-opt "
+                            f"input_name=NAME")
         inp = ins.get(s["input_name"]) if s["input_name"] else next(iter(ins.values()))
         if inp is None:
             raise UserError(f"{where}: no input named {s['input_name']!r}; the graph's inputs: {', '.join(ins)}")
