@@ -288,3 +288,29 @@ def test_hybrid_uses_an_onnx_backbone_and_round_trips(models, toy, tmp_path):
     assert np.isfinite(p1.lat).all()
     np.testing.assert_allclose(p2.lat, p1.lat, atol=1e-9)
     assert Localizer.read_metadata(out)["state"]["backbone_onnx"]["settings"]["output"] == "vector"
+
+
+def test_nhwc_model_gives_the_same_features_as_its_nchw_twin(models, tmp_path):
+    import torch
+
+    net = _net("vector", seed=0)  # the same weights as vector.onnx
+
+    class Nhwc(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x.permute(0, 3, 1, 2))
+
+    p = tmp_path / "nhwc.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Nhwc().eval(), (torch.zeros(1, 32, 32, 3),), str(p), input_names=["img"],
+                          output_names=["out"], dynamic_axes={"img": {0: "n"}, "out": {0: "n"}}, opset_version=17,
+                          dynamo=False)
+    with pytest.raises(UserError, match="looks like NHWC"):
+        get_backbone(f"onnx:{p}", device="cpu")
+    nhwc = get_backbone(f"onnx:{p}", device="cpu", options={"layout": "nhwc"})
+    nchw = get_backbone(f"onnx:{models[0] / 'vector.onnx'}", device="cpu")
+    np.testing.assert_allclose(nhwc.embed(_images()), nchw.embed(_images()), rtol=1e-5, atol=1e-6)
