@@ -23,6 +23,8 @@ import numpy as np
 
 from campusgps.errors import BundleError, UserError
 from campusgps.localizers.base import Localizer, Prediction, register
+from campusgps.localizers.method_confidence import (ConfidenceModel, apply_regression_confidence,
+                                                    fit_regression_confidence)
 
 _FINETUNE_RE = re.compile(r"^(frozen|full|top-(\d+))$")
 
@@ -102,6 +104,7 @@ class RegressionLocalizer(Localizer):
         self._bb = None
         self._model = None
         self._backbone_state: dict | None = None
+        self.confidence_model: ConfidenceModel | None = None
 
     # --- training ------------------------------------------------------------------------------------
     def fit(self, dataset, progress: bool = True, log=None, **opts) -> "RegressionLocalizer":
@@ -144,6 +147,8 @@ class RegressionLocalizer(Localizer):
 
         cal = calibration_info(self._raw_radius(ls, len(err)), err, cfg.radius_target)
         self.radius_scale = cal["radius_scale"]
+        self.confidence_model = fit_regression_confidence(self._raw_radius(ls, len(err)) * self.radius_scale, err,
+                                                          val_ds, cfg.radius_target)
         self.ref_en = en_tr.astype(np.float32)  # training positions: the server's offline basemap
         self.info.update({
             "backbone": self._bb.describe(),
@@ -154,6 +159,7 @@ class RegressionLocalizer(Localizer):
             "val": {"median_m": float(np.median(err)), "mean_m": float(err.mean()),
                     "p90_m": float(np.percentile(err, 90))},
             "calibration": cal,
+            "confidence": self.confidence_model.info if self.confidence_model is not None else None,
         })
         return self
 
@@ -231,7 +237,9 @@ class RegressionLocalizer(Localizer):
         for i in range(len(en)):
             if not np.all(np.isfinite(en[i])):
                 flags[i].append("non_finite")
-        return Prediction(east=en[:, 0], north=en[:, 1], radius_m=radius, flags=flags)
+        out = Prediction(east=en[:, 0], north=en[:, 1], radius_m=radius, flags=flags)
+        apply_regression_confidence(getattr(self, "confidence_model", None), radius, images, out)
+        return out
 
     def predict_features(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(east/north (N,2) metres, radius (N,)) from pooled backbone features (used by ensembles)."""
@@ -267,7 +275,8 @@ class RegressionLocalizer(Localizer):
         meta = {**bmeta, "spec": self.spec, "scale": self.scale, "radius_scale": self.radius_scale,
                 "backbone": self._bb.describe(), "backbone_key": self._bb.key,
                 "finetuned_backbone": bool(self._backbone_state),
-                "normalisation": {"center_m": [float(c) for c in self.center], "scale_m": self.scale}}
+                "normalisation": {"center_m": [float(c) for c in self.center], "scale_m": self.scale},
+                "confidence": cm.to_dict() if (cm := getattr(self, "confidence_model", None)) is not None else None}
         return tensors, meta
 
     @classmethod
@@ -304,6 +313,7 @@ class RegressionLocalizer(Localizer):
         loc.center = np.asarray(tensors["center"], np.float64)
         loc.ref_en = np.asarray(tensors["ref_en"], np.float32) if "ref_en" in tensors else None
         loc.scale, loc.radius_scale = float(meta["scale"]), float(meta["radius_scale"])
+        loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
         return loc
 
 
