@@ -5,7 +5,6 @@ The pipeline is described in ``campusgps.localizers.retrieval``; the pieces live
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,53 +13,14 @@ from campusgps.localizers.base import Localizer, Prediction, register
 from campusgps.localizers.method_confidence import ConfidenceModel, apply_retrieval_confidence, fit_retrieval_confidence
 from campusgps.localizers.retrieval import descriptors as D
 from campusgps.localizers.retrieval import index as X
+from campusgps.localizers.retrieval.config import RetrievalConfig
 from campusgps.localizers.retrieval.fusion import fuse_with, raw_radius
 from campusgps.localizers.retrieval.projection import Projection
 from campusgps.localizers.retrieval.views import dark_queries
 from campusgps.localizers.spots import times_of
+from campusgps.models.onnx_backbone import bundle_parts, from_bundle
 
 STATE_VERSION = 1
-
-
-@dataclass
-class RetrievalConfig:
-    backbone: str = field(default="efficientnet-lite0", metadata={"help": "pretrained backbone for global descriptors"})
-    device: str = field(default="auto", metadata={"help": "auto|cpu|cuda"})
-    gem_p: float = field(default=3.0, metadata={"help": "GeM pooling exponent (1 = average pooling)"})
-    whiten: str = field(default="auto", metadata={"help": "PCA-whitening: auto (chosen on val), on, off",
-                                                     "choices": ["auto", "on", "off"]})
-    pca_dim: int = field(default=256, metadata={"help": "dimensions kept by PCA-whitening"})
-    finetune: str = field(default="auto", metadata={
-        "help": "geo-aligned projection head: auto (trained, kept only if val improves), on, off",
-        "choices": ["auto", "on", "off"]})
-    ft_loss: str = field(default="ms", metadata={"help": "ms (multi-similarity, hard negatives), pairwise "
-                                                         "(seed's cosine-vs-distance MSE) or both",
-                                                 "choices": ["ms", "pairwise", "both"]})
-    ft_steps: int = field(default=300, metadata={"help": "fine-tuning steps"})
-    ft_pos_m: float = field(default=8.0, metadata={"help": "pairs closer than this are positives"})
-    ft_neg_m: float = field(default=30.0, metadata={"help": "pairs farther than this are negatives"})
-    k: int = field(default=0, metadata={"help": "neighbours used for the position (0: chosen on val)"})
-    tau: float = field(default=0.0, metadata={"help": "similarity temperature for weights (0: chosen on val)"})
-    bandwidth_m: float = field(default=0.0, metadata={"help": "fusion kernel bandwidth in m (0: chosen on val)"})
-    fusion: str = field(default="mode", metadata={"help": "mode|median|mean|top1",
-                                                    "choices": ["mode", "median", "mean", "top1"]})
-    radius_target: float = field(default=0.9, metadata={"help": "fraction of val truths inside radius_m"})
-    ood_percentile: float = field(default=1.0, metadata={"help": "val top-1 similarity percentile below which "
-                                                                 "(minus ood_margin) a photo is out of area"})
-    ood_margin: float = field(default=0.05, metadata={"help": "margin below that percentile"})
-    add_val_to_index: bool = field(default=True, metadata={"help": "add validation photos to the index after "
-                                                                  "calibration"})
-    thumbnails: bool = field(default=True, metadata={"help": "keep ~128 px JPEG thumbnails of references"})
-    thumb_px: int = field(default=128, metadata={"help": "thumbnail size in pixels (longer side)"})
-    tta: bool = field(default=False, metadata={"help": "photometric test-time augmentation of query descriptors"})
-    night_views: int = field(default=2, metadata={
-        "help": "extra low-light descriptors indexed per reference (0: none, 1: + night, 2: + night and dusk); "
-                "a reference hit several times counts once, at its best similarity"})
-    night_query_lum: float = field(default=0.0, metadata={
-        "help": "search the low-light views only for queries darker than this mean luminance (0-255); "
-                "0: for every query"})
-    batch_size: int = field(default=32, metadata={"help": "images per backbone batch"})
-    seed: int = field(default=0, metadata={"help": "random seed (held-out slice, projection head)"})
 
 
 @register
@@ -101,7 +61,7 @@ class RetrievalLocalizer(Localizer):
     def _load_backbone(self):
         from campusgps.models.backbones import get_backbone
 
-        bb = get_backbone(self.cfg.backbone, device=self.cfg.device)
+        bb = get_backbone(self.cfg.backbone, device=self.cfg.device, options=self.cfg.backbone_opt)
         want = self._expected_backbone_key
         if want and getattr(bb, "key", want) != want:
             raise BundleError(
@@ -398,7 +358,9 @@ class RetrievalLocalizer(Localizer):
             t["aug_desc"] = np.asarray(self.aug_desc, np.float32)
             t["aug_of"] = np.asarray(self.aug_of, np.int64)
         t["thumbs"], t["thumb_offsets"] = D.pack_bytes([bytes(b) for b in self.thumbs])
-        meta = {"state_version": STATE_VERSION, "ref_ids": self.ref_ids, "ref_files": self.ref_files,
+        bt, bmeta = bundle_parts(self._bb)  # an ONNX backbone: its record (+ the model when small)
+        t.update(bt)
+        meta = {**bmeta, "state_version": STATE_VERSION, "ref_ids": self.ref_ids, "ref_files": self.ref_files,
                 "fusion": self.fusion, "calib": self.calib, "backbone": self.cfg.backbone,
                 "backbone_key": self._expected_backbone_key, "dim": int(self.ref_desc.shape[1]),
                 "night_views": self._n_night_views()}
@@ -440,6 +402,7 @@ class RetrievalLocalizer(Localizer):
                                     tensors.get("thumb_offsets", np.zeros(1, np.int64)))
         loc.fusion, loc.calib = dict(meta["fusion"]), dict(meta["calib"])
         loc._expected_backbone_key = meta.get("backbone_key")
+        loc._bb = from_bundle(tensors, meta)  # an ONNX backbone comes from the bundle (None: built-in, lazy)
         loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
         return loc
 
