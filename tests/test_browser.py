@@ -6,6 +6,7 @@ proves the page needs no network (no CDN).
 """
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,59 @@ def toy(tmp_path_factory):
     from conftest import make_toy_dataset
 
     return make_toy_dataset(tmp_path_factory.mktemp("browser") / "toy", n_spots=8, views=3, size=(160, 120))
+
+
+def test_confidence_sentence_and_alternative_circles(browser, tmp_path, toy):
+    """Issue 12: a low-confidence answer says "not sure: one of N places" and draws its alternatives as
+    labelled circles; a confident one says "confident (NN%)" and draws none. Screenshots at desktop and
+    phone widths go to tmp_path (CAMPUSGPS_SHOTS=DIR keeps a copy)."""
+    import httpx
+    from fake_confident import ConfidentFake
+    from test_serve import live_server
+
+    from campusgps.serving import ServeSettings, create_app
+
+    model = ConfidentFake().fit(toy)
+    paths = toy.paths()
+    conf = {str(p): model.predict([str(p)]).confidence[0] for p in paths}
+    unsure = min(conf, key=conf.get)        # two alternatives, confidence < 0.5
+    sure = max(conf, key=conf.get)          # no alternatives
+    assert conf[unsure] < 0.5 and conf[sure] >= 0.85
+    shots = os.environ.get("CAMPUSGPS_SHOTS")
+    with live_server(create_app(model, ServeSettings())) as url:
+        api = httpx.post(url + "/v1/locate", content=open(unsure, "rb").read(), timeout=30).json()
+        assert len(api["alternatives"]) == 2
+        for width, height in ((1280, 800), (390, 844)):
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            page.wait_for_selector("body[data-state='ready']", state="attached", timeout=15000)
+            page.set_input_files("#file", unsure)
+            page.wait_for_selector("body[data-state='done']", state="attached", timeout=20000)
+            assert page.inner_text("#result-confidence .sentence") == "Not sure: one of 3 places"
+            assert "low" in page.get_attribute("#result-confidence", "class")
+            assert float(page.get_attribute("#result-confidence", "data-value")) == api["confidence"]
+            assert page.locator("path.cg-alternative").count() == 2
+            labels = [t.inner_text() for t in page.locator(".alt-label").all()]
+            assert [x.split(" · ")[0] for x in labels] == ["B", "C"]
+            assert labels[0] == f"B · {round(100 * api['alternatives'][0]['probability'])}%"
+            assert page.locator("#alternatives-list li").count() == 2 and page.is_visible("#result-alternatives")
+            # the alternatives are smaller than the answer's circle on screen
+            box = lambda sel: page.locator(sel).first.bounding_box()  # noqa: E731
+            assert box("path.cg-alternative")["width"] < box("path.cg-uncertainty")["width"]
+            tag = "desktop" if width > 800 else "phone"
+            for d in [tmp_path] + ([Path(shots)] if shots else []):
+                d.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(d / f"confidence_unsure_{tag}.png"), full_page=True)
+
+            page.set_input_files("#file", sure)
+            page.wait_for_function("() => window.campusgps.lastResult && window.campusgps.state === 'done' && "
+                                   "window.campusgps.lastResult.alternatives.length === 0", timeout=20000)
+            sentence = page.inner_text("#result-confidence .sentence")
+            assert sentence == f"Confident ({round(100 * conf[sure])}%)", sentence
+            assert page.locator("path.cg-alternative").count() == 0 and page.is_hidden("#result-alternatives")
+            if shots:
+                page.screenshot(path=str(Path(shots) / f"confidence_sure_{tag}.png"), full_page=True)
+            page.close()
+            assert not errors, errors

@@ -5,7 +5,8 @@ HELP = "several models on the same data, one run: compare.csv + compare.html"
 DESCRIPTION = """Evaluate several models on the same photos in one run.
 
 Writes DIR/compare.csv (one row per model plus the mean-position baseline: median/mean/P90/max error,
-accuracy at 5/10/20/50 m, radius coverage, seconds per photo; truth_* columns with --truth) and
+accuracy at 5/10/20/50 m, radius coverage, confidence AUC/ECE, top-3 recall within 20 m, seconds per
+photo; truth_* columns with --truth) and
 DIR/compare.html (the table and overlaid error curves).
 
 examples:
@@ -31,7 +32,6 @@ def run(args) -> int:
 
     from campusgps.errors import UserError
     from campusgps.evaluation.compare import compare
-    from campusgps.evaluation.report import fmt_m, fmt_pct
 
     if len(args.paths) < 2:
         raise UserError("give one or more MODEL bundles followed by the DATASET folder")
@@ -50,11 +50,12 @@ def run(args) -> int:
 
 
 def format_table(df, p: str = "") -> str:
-    from campusgps.evaluation.report import fmt_m, fmt_pct
+    from campusgps.evaluation.report import fmt_m, fmt_num, fmt_pct
 
     what = "vs truth" if p else "vs labels"
-    hdr = ("model", f"median {what}", "P90", "<=20 m", "s/photo")
+    hdr = ("model", f"median {what}", "P90", "<=20 m", "conf AUC", "top-3 <=20 m", "s/photo")
     rows = [hdr] + [(str(r["model"]), fmt_m(r[f"{p}median_m"]), fmt_m(r[f"{p}p90_m"]), fmt_pct(r[f"{p}acc_20m"]),
+                     fmt_num(r.get("confidence_auc")), fmt_pct(r.get("top3_recall")),
                      "-" if r["seconds_per_image"] is None or r["seconds_per_image"] != r["seconds_per_image"]
                      else f"{r['seconds_per_image']:.3f}") for r in df.to_dict("records")]
     w = [max(len(r[i]) for r in rows) for i in range(len(hdr))]

@@ -48,7 +48,7 @@ def run(args) -> int:
 
     from campusgps.errors import UserError
     from campusgps.evaluation.evaluate import evaluate
-    from campusgps.evaluation.report import fmt_m, fmt_pct
+    from campusgps.evaluation.report import fmt_m, fmt_num, fmt_pct
 
     if args.robustness_n < 0 or args.worst < 0 or args.batch_size < 1:
         raise UserError("--robustness-n and --worst must be >= 0 and --batch-size >= 1")
@@ -70,5 +70,9 @@ def run(args) -> int:
     if args.cross_fit:
         line += f"; out of fold, {args.cross_fit} refits"
     print(line)
+    c = (m.get("vs_truth") or m).get("confidence") or {}
+    if c.get("available"):
+        print(f"confidence: AUC {fmt_num(c.get('auc'))}, calibration error {fmt_num(c.get('ece'), 3)}, answer or an "
+              f"alternative within 20 m {fmt_pct(c.get('top3_recall'))} vs {c.get('against')}")
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0

@@ -29,12 +29,7 @@ COMMANDS = {  # command -> module under campusgps.cli
 
 
 def _load(name: str):
-    try:
-        return importlib.import_module(f"campusgps.cli.{COMMANDS[name]}")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("campusgps.cli."):
-            return None  # command not built yet
-        raise
+    return importlib.import_module(f"campusgps.cli.{COMMANDS[name]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         mod = _load(name)
-        if mod is None:
-            continue
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)

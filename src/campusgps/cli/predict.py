@@ -1,4 +1,5 @@
-"""campusgps predict MODEL PATH... [--out FILE.csv|FILE.geojson]"""
+"""campusgps predict MODEL PATH... [--out FILE.csv|FILE.geojson|FILE.parquet] [--engine local|ray]
+[--min-confidence P]"""
 from __future__ import annotations
 
 HELP = "locate photos (files or folders) with a trained model -> CSV or GeoJSON"
@@ -6,55 +7,71 @@ DESCRIPTION = """Locate photos with a model bundle written by `campusgps train`.
 
 PATH may be image files or folders (searched recursively for JPEG/MPO/PNG/TIFF/HEIC/AVIF/WebP/BMP).
 Output: one row (CSV) or one point feature (GeoJSON) per photo with lat, lon and radius_m (the truth lies
-within radius_m about 90 % of the time), plus flags. Without --out, CSV goes to stdout.
+within radius_m about 90 % of the time), confidence (the probability that the photo was taken within
+20 m of lat, lon; empty for models without a confidence model), up to two alternative places
+(alt1_lat, alt1_lon, alt1_p, alt2_lat, alt2_lon, alt2_p; empty when none) and flags.
+Without --out, CSV goes to stdout. Unreadable files are reported on stderr and skipped; the rest are still
+located. With --min-confidence P, answers less confident than P keep their row (file, confidence) but get
+empty lat, lon, radius_m and alternatives and the flag low_confidence: for when no answer beats a wrong one.
 A photo that carries its own GPS is located from its pixels alone, then checked against that GPS:
 exif_distance_m says how far apart they are, flag exif_disagrees that the GPS lies outside the circle,
 flag exif_outside_area that it lies outside the mapped area (e.g. a shared photo from another city).
-Unreadable files are reported on stderr and skipped; the rest are still located.
 
 examples:
   campusgps predict model.cgps photo.jpg
   campusgps predict model.cgps new_photos/ --out located.csv
   campusgps predict model.cgps new_photos/ --out located.geojson
+  campusgps predict model.cgps archive/ --engine ray --out located.parquet
+  campusgps predict model.cgps new_photos/ --min-confidence 0.8 --out sure_only.csv
 """
 
 
 def add_arguments(p):
     p.add_argument("model", metavar="MODEL", help="model bundle file")
     p.add_argument("paths", metavar="PATH", nargs="+", help="photos or folders")
-    p.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.geojson (default: CSV on stdout)")
+    p.add_argument("--out", metavar="FILE", help="FILE.csv, FILE.geojson or FILE.parquet (streamed; default: CSV "
+                                                 "on stdout)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (32)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (this process) or ray (Ray Data jobs, a pool of model actors; "
+                        "pip install 'campusgps[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: join a cluster (auto, "
+                                                         "ray://host:port); default: a local Ray on this machine")
+    p.add_argument("--workers", type=int, default=0, help="with --engine ray: model actors (0: one per CPU)")
+    p.add_argument("--min-confidence", metavar="P", default=None,
+                   help="0..1: withhold answers less confident than P (empty lat/lon, flag low_confidence)")
 
 
 def _exif_cell(pred, i: int) -> str:
     """Metres from the photo's own EXIF GPS to the answer; empty when the photo has none."""
     import math
 
-    d = float(pred.exif_distance_m[i])
+    d = float(getattr(pred, "exif_distance_m", [math.nan] * (i + 1))[i])
     return f"{d:.1f}" if math.isfinite(d) else ""
 
 
 def run(args) -> int:
-    import csv
-    import io
-    import json
     import sys
     from pathlib import Path
 
     import numpy as np
 
+    from campusgps.answers import check_min_confidence
     from campusgps.errors import UserError
     from campusgps.localizers.base import Localizer, iter_image_files
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
+    min_conf = check_min_confidence(args.min_confidence)
     fmt = "csv"
     if args.out:
         suffix = Path(args.out).suffix.lower()
         if suffix in (".geojson", ".json"):
             fmt = "geojson"
+        elif suffix == ".parquet":
+            fmt = "parquet"
         elif suffix != ".csv":
-            raise UserError(f"--out {args.out}: use a .csv or .geojson file name")
+            raise UserError(f"--out {args.out}: use a .csv, .geojson or .parquet file name")
     missing = [p for p in args.paths if not Path(p).exists()]
     for p in missing:
         print(f"campusgps predict: skipped {p}: no such file or folder", file=sys.stderr)
@@ -64,6 +81,11 @@ def run(args) -> int:
                         " (give image files or folders containing .jpg/.png/.tif/.heic)")
     from campusgps.logs import step
 
+    if args.engine != "local" or fmt == "parquet" or args.ray_address:  # streamed through campusgps.engine
+        from campusgps.engine.output import predict_with_engine
+
+        with step("locating photos with the %s engine" % args.engine, input=", ".join(args.paths)):
+            return predict_with_engine(args, files, fmt)
     with step("loading the model", input=args.model):
         loc = Localizer.load(args.model)
     with step("locating photos", input=", ".join(args.paths)):
@@ -73,33 +95,73 @@ def run(args) -> int:
         if pred.errors[i] is not None:
             err = pred.errors[i].removeprefix(f"{files[i]}: ")  # the path once, not twice
             print(f"campusgps predict: skipped {files[i]}: {err}", file=sys.stderr)
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["file", "lat", "lon", "radius_m", "flags", "exif_distance_m"])
-        for i in ok:
-            w.writerow([str(files[i]), f"{pred.lat[i]:.8f}", f"{pred.lon[i]:.8f}", f"{pred.radius_m[i]:.2f}",
-                        ";".join(pred.flags[i]), _exif_cell(pred, i)])
-        text = buf.getvalue()
-    else:
-        feats = []
-        for i in ok:
-            props = {"file": str(files[i]), "lat": float(pred.lat[i]), "lon": float(pred.lon[i]),
-                     "radius_m": float(pred.radius_m[i]), "flags": list(pred.flags[i]),
-                     "exif_distance_m": float(pred.exif_distance_m[i]) if _exif_cell(pred, i) else None}
-            feats.append({"type": "Feature", "geometry": {"type": "Point",
-                                                          "coordinates": [float(pred.lon[i]), float(pred.lat[i])]},
-                          "properties": props})
-        text = json.dumps({"type": "FeatureCollection", "features": feats}, indent=1) + "\n"
+    withheld = _withhold(pred, min_conf, ok, args.model) if min_conf is not None else 0
+    text = csv_text(files, pred, ok) if fmt == "csv" else geojson_text(files, pred, ok)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(text)
         tmp.replace(out)
-        print(f"located {len(ok)} of {len(files)} photos -> {out}", file=sys.stderr)
+        note = f" ({withheld} withheld: confidence below {min_conf:g})" if withheld else ""
+        print(f"located {len(ok)} of {len(files)} photos{note} -> {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     if not ok:
         raise UserError(f"none of the {len(files)} photos could be read")
     return 0
+
+
+def _withhold(pred, min_conf: float, ok: list[int], model) -> int:
+    import numpy as np
+
+    from campusgps.answers import withhold_below
+    from campusgps.errors import UserError
+
+    if ok and not np.isfinite(np.asarray(pred.confidence, float)[ok]).any():
+        raise UserError(f"{model}: this model gives no confidence (trained before campusgps had one); "
+                        f"retrain it, or run without --min-confidence")
+    return len(withhold_below(pred, min_conf, ok))
+
+
+def _num(v: float, fmt: str) -> str:
+    return fmt.format(v) if v == v else ""  # NaN (a withheld answer) -> empty cell
+
+
+def csv_text(files, pred, ok: list[int]) -> str:
+    """The CSV rows of the located photos ``ok``: file,lat,lon,radius_m,<confidence columns>,flags."""
+    import csv
+    import io
+
+    from campusgps.answers import CONFIDENCE_COLUMNS, confidence_columns, csv_cells
+
+    cols = confidence_columns(pred, len(files))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "lat", "lon", "radius_m", *CONFIDENCE_COLUMNS, "flags", "exif_distance_m"])
+    for i in ok:
+        w.writerow([str(files[i]), _num(pred.lat[i], "{:.8f}"), _num(pred.lon[i], "{:.8f}"),
+                    _num(pred.radius_m[i], "{:.2f}"), *csv_cells(cols, i), ";".join(pred.flags[i]),
+                    _exif_cell(pred, i)])
+    return buf.getvalue()
+
+
+def geojson_text(files, pred, ok: list[int]) -> str:
+    """A FeatureCollection of the located photos ``ok``; a withheld answer has a null geometry."""
+    import json
+
+    import numpy as np
+
+    from campusgps.answers import confidence_columns, properties
+    from campusgps.jsonio import finite_or_none
+
+    cols = confidence_columns(pred, len(files))
+    feats = []
+    for i in ok:
+        lat, lon = finite_or_none(pred.lat[i]), finite_or_none(pred.lon[i])
+        props = {"file": str(files[i]), "lat": lat, "lon": lon, "radius_m": finite_or_none(pred.radius_m[i]),
+                 **properties(cols, i), "flags": list(pred.flags[i]),
+                 "exif_distance_m": finite_or_none(getattr(pred, "exif_distance_m", [np.nan] * len(files))[i])}
+        geom = {"type": "Point", "coordinates": [lon, lat]} if lat is not None and lon is not None else None
+        feats.append({"type": "Feature", "geometry": geom, "properties": props})
+    return json.dumps({"type": "FeatureCollection", "features": feats}, indent=1) + "\n"

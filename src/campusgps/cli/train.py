@@ -20,6 +20,9 @@ examples:
   campusgps train campus_ds --method regression --out model.cgps
   campusgps train campus_ds --method regression --finetune top-2 --epochs 40 --out model_top2.cgps
   campusgps train campus_ds --method regression --out model.cgps --resume
+  campusgps train campus_ds --method hybrid --backbone onnx:dinov2_s.onnx --out model.cgps
+      (any ONNX image model; its input size/normalisation in dinov2_s.onnx.json or --backbone-opt KEY=VALUE,
+       see README "Bring your own backbone")
 """
 
 METHODS = ("regression", "retrieval", "hybrid", "ensemble")

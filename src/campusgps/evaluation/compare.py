@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from campusgps.errors import UserError
+from campusgps.evaluation.confidence_section import COMPARE_FIELDS, compare_fields
 from campusgps.evaluation.metrics import SUMMARY_KEYS, radius_coverage, summarize
 
 STAT_KEYS = [k for k in SUMMARY_KEYS if k != "n_failed"]
@@ -79,6 +80,7 @@ def write_compare(results: dict, out_dir) -> pd.DataFrame:
                    t["radius_m"].to_numpy(float), res.metrics.get("seconds_per_image"))
         row["baseline_mean_predictor_median_m"] = (res.metrics["vs_truth"]["baseline_mean_predictor_median_m"]
                                                    if has_truth else res.metrics["baseline_mean_predictor_median_m"])
+        row.update(compare_fields(res.metrics, has_truth))
         rows.append(row)
         series_l[name] = t["error_m"].to_numpy(float)
         if has_truth:
@@ -93,6 +95,7 @@ def write_compare(results: dict, out_dir) -> pd.DataFrame:
     bt = haversine_m(t0["true_lat"].to_numpy(float), t0["true_lon"].to_numpy(float), c_lat, c_lon) if has_truth else None
     brow = _row("mean-position baseline", "baseline", bl, bt, None, None)
     brow["baseline_mean_predictor_median_m"] = None
+    brow.update({k: None for k in COMPARE_FIELDS})
     rows.append(brow)
     series_l[brow["model"]] = bl
     if has_truth:
@@ -123,12 +126,18 @@ def render_compare(df: pd.DataFrame, series_t, series_l, results: dict, baseline
                      fmt_m(r[f"{p}p90_m"]), fmt_pct(r[f"{p}acc_5m"]), fmt_pct(r[f"{p}acc_10m"]),
                      fmt_pct(r[f"{p}acc_20m"]), fmt_pct(r[f"{p}acc_50m"])]
                     + ([fmt_m(r["median_m"])] if ht else [])
-                    + [fmt_pct(r["radius_coverage"]), fmt_m(r["median_radius_m"]), fmt_num(r["seconds_per_image"], 3)])
+                    + [fmt_pct(r["radius_coverage"]), fmt_m(r["median_radius_m"]),
+                       fmt_num(r.get("confidence_auc")), fmt_pct(r.get("top3_recall")),
+                       fmt_num(r["seconds_per_image"], 3)])
     hdr = ["model", "method", "n", "median", "P90", "≤5 m", "≤10 m", "≤20 m", "≤50 m"] + \
-        (["median vs labels"] if ht else []) + ["in radius", "median radius", "s / photo"]
+        (["median vs labels"] if ht else []) + ["in radius", "median radius", "confidence AUC", "top-3 ≤20 m",
+                                                "s / photo"]
     body = [f"<h2>Results {'vs true positions' if ht else 'vs labels'}</h2>" + table_html(hdr, rows, left_cols=2) +
             f"<p class=\"note\">★ lowest median error. ≤X m: share of photos within X m. In radius: share of photos whose "
             f"{'true position' if ht else 'label'} lies inside the predicted radius_m (mean, max and more in compare.csv). "
+            f"Confidence AUC: how well the model's confidence ranks answers within 20 m above the others (0.5 is a "
+            f"coin, – when the model gives no confidence). Top-3 ≤20 m: the answer or one of its two alternatives "
+            f"within 20 m. "
             f"Baseline: {e(baseline_source)}. "
             f"{'Errors vs labels include the GPS noise of the labels themselves.' if ht else ''}</p>"]
     styles = {"mean-position baseline": {"linestyle": "--", "color": "#7f7f7f"}}

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from campusgps.answers import CONFIDENCE_COLUMNS, confidence_columns
 from campusgps.errors import UserError
 from campusgps.evaluation.inputs import align_truth, open_dataset, open_localizer
 from campusgps.evaluation.metrics import grouped, radius_coverage, summarize
@@ -104,6 +105,8 @@ def _prediction_table(m: pd.DataFrame, pred, truth_aligned: pd.DataFrame | None)
         tl, tn = truth_aligned["true_lat"].to_numpy(float), truth_aligned["true_lon"].to_numpy(float)
         table["true_lat"], table["true_lon"] = tl, tn
         table["error_vs_truth_m"] = haversine_m(tl, tn, pred.lat, pred.lon)
+    for c, v in confidence_columns(pred, len(table)).items():
+        table[c] = v
     table["id"] = m["id"].astype(str).to_numpy()
     table["dataset_file"] = m["file"].astype(str).to_numpy()
     return table
@@ -172,6 +175,7 @@ def _metrics(table: pd.DataFrame, pred, frame, refs, places: dict, tstats: dict 
         extra["vs_truth"] = terr
     if places["has_condition"]:
         metrics["by_condition"] = grouped(err, table["condition"].to_numpy(), pred.radius_m, extra)
+    _confidence_blocks(metrics, table, pred, frame, places["label_en"], tstats is not None)
     metrics["by_area"] = grouped(err, table["area"].to_numpy(), pred.radius_m, extra)
     metrics["area_kind"] = places["area_kind"]
     for k, b in (places["cells"] or {}).items():
@@ -197,6 +201,26 @@ def _out_of_fold_baseline(metrics: dict, table: pd.DataFrame, frame, info: dict)
         metrics["vs_truth"]["baseline_mean_predictor_median_m"] = summarize(tb)["median_m"]
         metrics["baseline"]["vs_truth"] = summarize(tb)
     metrics["cross_fit"] = info
+
+
+def _confidence_blocks(metrics: dict, table: pd.DataFrame, pred, frame, label_en: np.ndarray,
+                       has_truth: bool) -> None:
+    """metrics["confidence"] (vs labels) and metrics["vs_truth"]["confidence"]: AUC, reliability, ECE,
+    risk-coverage, radius coverage by confidence third, top-3 recall (evaluation.confidence). A model without
+    confidence (all NaN) gets ``available: false`` and nulls."""
+    from campusgps.evaluation.confidence import alternatives_errors, confidence_report
+
+    conf = table["confidence"].to_numpy(float)
+    available = bool(np.isfinite(conf).any())
+    radius = table["radius_m"].to_numpy(float)
+    against = [("labels", metrics, table["error_m"].to_numpy(float), label_en)]
+    if has_truth:
+        truth_en = table[["truth_east_m", "truth_north_m"]].to_numpy(float)
+        against.append(("truth", metrics["vs_truth"], table["error_vs_truth_m"].to_numpy(float), truth_en))
+    for name, where, err, pos_en in against:
+        alt_err = alternatives_errors(pred.alternatives, pos_en, to_en=frame.to_local)
+        block = confidence_report(err, conf, radius, alt_err)
+        where["confidence"] = {"available": available, "against": name, **block}
 
 
 def run_evaluation(model, dataset, split: str = "test", truth=None, reference=None, *, batch_size: int = 32,
@@ -253,7 +277,7 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
 
 
 def prediction_csv_frame(res: EvalResult) -> pd.DataFrame:
-    cols = PREDICTION_COLUMNS + (TRUTH_COLUMNS if res.has_truth else []) + \
+    cols = PREDICTION_COLUMNS + (TRUTH_COLUMNS if res.has_truth else []) + CONFIDENCE_COLUMNS + \
         ["id", "condition", "area", "flags", "top_ref_id", "read_error"]
     return res.table[cols]
 
@@ -307,7 +331,7 @@ def load_evaluation(out_dir) -> EvalResult:
         table = pd.read_csv(out / "predictions.csv", keep_default_na=False, na_values=[""])
     except Exception as e:
         raise UserError(f"{out}: not a finished evaluation ({e}); re-run `campusgps evaluate ... --out {out}`")
-    for c in ("error_m", "radius_m", "label_lat", "label_lon", *TRUTH_COLUMNS):
+    for c in ("error_m", "radius_m", "label_lat", "label_lon", *TRUTH_COLUMNS, *CONFIDENCE_COLUMNS):
         if c in table.columns:
             table[c] = pd.to_numeric(table[c], errors="coerce")
     return EvalResult(metrics=metrics, table=table, neighbors=[], refs=None, localizer=None, dataset=None,

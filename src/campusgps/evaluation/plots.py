@@ -198,3 +198,62 @@ def thumbnail(image, max_side: int = 200, quality: int = 80) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def _val(d: dict, k: str) -> float:
+    v = d.get(k)
+    return float("nan") if v is None else float(v)
+
+
+def reliability_diagram(table: list[dict], ece: float | None = None, title: str = "Reliability",
+                        size=(5.6, 3.9)) -> bytes:
+    """Confidence vs how often the answer was right (within 20 m), from metrics.json's ``reliability`` bins:
+    bars show the fraction right per bin, dots the bin's mean confidence against it; the diagonal is perfect
+    calibration. Each bar is labelled with its number of photos."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=size)
+    ax.plot([0, 1], [0, 1], color="#444", linestyle="--", linewidth=1, label="perfect calibration", zorder=3)
+    lo = np.array([_val(b, "lo") for b in table])
+    hi = np.array([_val(b, "hi") for b in table])
+    fr = np.array([_val(b, "fraction_right") for b in table])
+    mc = np.array([_val(b, "mean_confidence") for b in table])
+    ok = np.isfinite(fr)
+    ax.bar(lo[ok], fr[ok], width=(hi - lo)[ok], align="edge", color="#4c78a8", alpha=0.75, edgecolor="white",
+           label="fraction right (≤ 20 m)")
+    ax.scatter(mc[ok], fr[ok], color="#d62728", zorder=4, s=22, label="bin's mean confidence")
+    for b, l, h in zip(table, lo, hi):  # photos per bin, at the foot of each bar
+        ax.text((l + h) / 2, 0.015, f"n={b.get('n', 0)}", ha="center", va="bottom", fontsize=7.5, color="#111",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (predicted probability of ≤ 20 m)")
+    ax.set_ylabel("fraction of answers within 20 m")
+    ax.set_title(title + (f" (ECE {ece:.3f})" if ece is not None else ""))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=7.5, frameon=False)
+    return _png(fig)
+
+
+def risk_coverage_plot(curves: dict[str, list[dict]], title: str = "Risk–coverage", size=(5.6, 3.9)) -> bytes:
+    """Error of the most confident answers as more of them are kept: per series (``name -> risk_coverage
+    rows``) the median (solid) and P90 (dashed) error against the fraction of answers kept."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=size)
+    ymax = 10.0
+    for i, (name, rows) in enumerate(curves.items()):
+        x = np.array([_val(r, "coverage") for r in rows])
+        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+        for key, style, lab in (("p50_m", "-", "median"), ("p90_m", "--", "P90")):
+            y = np.array([_val(r, key) for r in rows])
+            if np.isfinite(y).any():
+                ax.plot(x, y, linestyle=style, marker="o", markersize=3, color=color, linewidth=1.6,
+                        label=f"{name}: {lab} error" if len(curves) > 1 else f"{lab} error")
+                ymax = max(ymax, float(np.nanmax(y)))
+    ax.axhline(20, color="#888", linewidth=0.7, linestyle=":")
+    ax.text(0.01, 20, " 20 m", fontsize=7, color="#666", va="bottom")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, ymax * 1.08)
+    ax.set_xlabel("fraction of answers kept (most confident first)")
+    ax.set_ylabel("error of the kept answers (m)")
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7.5, frameon=False)
+    return _png(fig)

@@ -287,6 +287,11 @@ def render_report(res, model_name: str = "model", worst: int = 12) -> str:
                                             "it. Long arrows that share a direction point at a confusing place.")
                  + "</div>")
 
+    # --- confidence (issue 12) ---
+    from campusgps.evaluation.confidence_section import confidence_section
+
+    parts.append(confidence_section(m, ht))
+
     # --- breakdowns ---
     if m.get("by_condition"):
         parts.append("<h2>By condition</h2>" + group_table(m["by_condition"], ht))

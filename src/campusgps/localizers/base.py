@@ -73,6 +73,9 @@ class Prediction:
     ``neighbors[i]`` lists reference photos that support the answer: dicts with at least
     ``lat, lon, score`` and optionally ``id``, ``file``, ``inliers``.
     ``flags[i]`` holds short tags such as ``no_local_features`` or ``out_of_area``.
+    ``confidence[i]``: calibrated probability that the photo was taken within 20 m of (lat, lon) (NaN when
+    the method has no confidence model, e.g. an older bundle). ``alternatives[i]``: up to two other places,
+    dicts ``east, north, radius_m, probability`` (``lat, lon`` added by :meth:`Localizer.predict`).
     ``exif_distance_m[i]``: metres between the answer and the query's own EXIF GPS (NaN when it has none),
     see ``localizers.exif_check``.
     """
@@ -85,6 +88,8 @@ class Prediction:
     neighbors: list[list[dict]] = field(default_factory=list)
     flags: list[list[str]] = field(default_factory=list)
     errors: list[str | None] = field(default_factory=list)
+    confidence: np.ndarray | None = None
+    alternatives: list[list[dict]] = field(default_factory=list)
     exif_distance_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __len__(self) -> int:
@@ -95,6 +100,8 @@ class Prediction:
         self.neighbors = self.neighbors or [[] for _ in range(n)]
         self.flags = self.flags or [[] for _ in range(n)]
         self.errors = self.errors or [None] * n
+        self.confidence = np.full(n, np.nan) if self.confidence is None else np.asarray(self.confidence, float)
+        self.alternatives = self.alternatives or [[] for _ in range(n)]
         if len(self.exif_distance_m) != n:
             self.exif_distance_m = np.full(n, np.nan)
 
@@ -204,6 +211,8 @@ class Localizer:
                     out.east[i], out.north[i], out.radius_m[i] = p.east[k], p.north[k], p.radius_m[k]
                     out.neighbors[i] = p.neighbors[k] if p.neighbors else []
                     out.flags[i] = p.flags[k] if p.flags else []
+                    out.confidence[i] = p.confidence[k]
+                    out.alternatives[i] = p.alternatives[k] if p.alternatives else []
             bar.update(len(chunk))
         bar.close()
         ok = np.isfinite(out.east)
@@ -211,7 +220,7 @@ class Localizer:
         out.lon = np.full(len(images), np.nan)
         if ok.any():
             out.lat[ok], out.lon[ok] = self.frame.to_wgs84(out.east[ok], out.north[ok])
-        for nb in out.neighbors:  # neighbours carry east/north from the method; add lat/lon
+        for nb in [*out.neighbors, *out.alternatives]:  # these carry east/north from the method; add lat/lon
             for d in nb:
                 if "lat" not in d and "east" in d:
                     la, lo = self.frame.to_wgs84(d["east"], d["north"])

@@ -21,8 +21,10 @@ router = APIRouter()
 _LOCATE_DOC = dict(
     summary="Locate one photo",
     description=f"Body: a photo as multipart field `{IMAGE_FIELD}`, or the raw image bytes. JPEG, PNG, "
-                "TIFF, WebP, HEIC. Answers lat/lon (WGS84), radius_m (~90% confidence), supporting "
-                "reference photos and flags. Errors are JSON `{\"error\": ..., \"reason\": ...}`: "
+                "TIFF, WebP, HEIC. Answers lat/lon (WGS84), radius_m (~90% confidence), confidence (the "
+                "probability that the photo was taken within 20 m of lat/lon; null when the model has none), "
+                "up to two alternatives [{lat, lon, radius_m, probability}], supporting reference photos and "
+                "flags. Errors are JSON `{\"error\": ..., \"reason\": ...}`: "
                 "413 too large (bytes or pixels), 415 not an image, 422 truncated/unreadable or wrong "
                 "multipart field, 503 busy.",
     openapi_extra={"requestBody": {"required": True, "content": {

@@ -130,5 +130,7 @@ class MicroBatcher:
         for i in range(len(arrays)):
             out.append({"lat": p.lat[i], "lon": p.lon[i], "radius_m": p.radius_m[i],
                         "neighbors": p.neighbors[i] if p.neighbors else [],
-                        "flags": p.flags[i] if p.flags else [], "error": p.errors[i] if p.errors else None})
+                        "flags": p.flags[i] if p.flags else [], "error": p.errors[i] if p.errors else None,
+                        "confidence": p.confidence[i] if p.confidence is not None else None,
+                        "alternatives": p.alternatives[i] if p.alternatives else []})
         return out

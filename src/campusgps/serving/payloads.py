@@ -11,6 +11,7 @@ import re
 import numpy as np
 
 from campusgps import __version__
+from campusgps.answers import alternatives_json
 from campusgps.jsonio import finite_or_none, jsonable
 
 IMAGE_FIELD = "image"                 # multipart field of the photo
@@ -121,6 +122,8 @@ def locate_payload(server, res: dict, lat: float, lon: float, timing: dict) -> d
     tm = res.get("timing", {})
     return {
         "lat": lat, "lon": lon, "radius_m": finite_or_none(res["radius_m"]),
+        "confidence": finite_or_none(res.get("confidence")),
+        "alternatives": alternatives_json(res.get("alternatives")),
         "neighbors": [neighbor_json(d, server.thumbs) for d in list(res["neighbors"] or [])[:MAX_NEIGHBORS]],
         "flags": [str(f) for f in (res["flags"] or [])],
         "exif_distance_m": finite_or_none(res.get("exif_distance_m", float("nan"))),

@@ -11,7 +11,10 @@
     result: $("result"), lat: $("result-lat"), lon: $("result-lon"), radius: $("result-radius"),
     time: $("result-time"), flags: $("result-flags"), copy: $("copy"),
     nbCard: $("neighbors-card"), nbList: $("neighbors"), badge: $("model-badge"), mapEmpty: $("map-empty"),
+    confidence: $("result-confidence"), altBox: $("result-alternatives"), altList: $("alternatives-list"),
   };
+  const LOW_CONFIDENCE = 0.5;            // below this the page says "not sure"
+  const ALT_NAMES = ["B", "C", "D"];     // the answer is place A
   const api = { cg: { lastResult: null, model: null, state: "loading" } };
   window.campusgps = api.cg;
 
@@ -32,7 +35,8 @@
       '<div><i class="ref"></i>reference photos</div>' +
       '<div><i class="area"></i>mapped area</div>' +
       '<div><i class="circ"></i>predicted position (90% circle)</div>' +
-      '<div><i class="nb"></i>nearest reference photos</div>';
+      '<div><i class="nb"></i>nearest reference photos</div>' +
+      '<div><i class="alt"></i>other possible places (B, C)</div>';
     return d;
   };
   legend.addTo(map);
@@ -75,6 +79,60 @@
   function showError(msg) { els.error.textContent = msg; els.error.hidden = !msg; }
   function setStatus(msg) { els.status.textContent = msg || ""; }
   function setState(s) { api.cg.state = s; document.body.dataset.state = s; document.body.classList.toggle("busy", s === "locating"); }
+
+  // ---------------------------------------------------------------- confidence
+  function pct(p) { return Math.round(100 * p) + "%"; }
+
+  // One plain sentence: "confident (87%)", or "not sure: one of 3 places" when confidence is low.
+  function confidenceSentence(r) {
+    const c = r.confidence, n = 1 + (r.alternatives || []).length;
+    if (c == null) return null;
+    if (c >= LOW_CONFIDENCE) return { text: "Confident (" + pct(c) + ")", low: false };
+    if (n > 1) return { text: "Not sure: one of " + n + " places", detail: "place A " + pct(c), low: true };
+    return { text: "Not sure (" + pct(c) + ")", low: true };
+  }
+
+  function showConfidence(r) {
+    const s = confidenceSentence(r);
+    els.confidence.hidden = !s;
+    els.confidence.innerHTML = "";
+    if (!s) return;
+    els.confidence.dataset.value = String(r.confidence);
+    els.confidence.classList.toggle("low", s.low);
+    const b = document.createElement("span"); b.className = "sentence"; b.textContent = s.text;
+    els.confidence.appendChild(b);
+    if (s.detail) {
+      const d = document.createElement("span"); d.className = "detail"; d.textContent = " · " + s.detail;
+      els.confidence.appendChild(d);
+    }
+    els.confidence.title = "probability that the photo was taken within 20 m of the answer: " + pct(r.confidence);
+  }
+
+  // Alternatives: smaller dashed circles labelled B, C on the map, and a list under the answer.
+  function drawAlternatives(r, here) {
+    const alts = (r.alternatives || []).filter((a) => a.lat != null && a.lon != null);
+    els.altList.innerHTML = "";
+    els.altBox.hidden = alts.length === 0;
+    alts.forEach((a, i) => {
+      const name = ALT_NAMES[i] || String(i + 2), at = [a.lat, a.lon];
+      const label = name + (a.probability != null ? " · " + pct(a.probability) : "");
+      if (a.radius_m != null) {
+        L.circle(at, { radius: a.radius_m, color: "#7c3aed", weight: 1.5, dashArray: "5 4", fillColor: "#7c3aed",
+          fillOpacity: 0.08, interactive: false, className: "cg-alternative-area" }).addTo(resultLayer);
+      }
+      const m = L.circleMarker(at, { radius: 8, color: "#fff", weight: 2, fillColor: "#7c3aed", fillOpacity: 1,
+        className: "cg-alternative" }).addTo(resultLayer);
+      m.bindTooltip(label, { permanent: true, direction: "top", className: "alt-label", offset: [0, -8] });
+      const li = document.createElement("li");
+      li.dataset.lat = String(a.lat); li.dataset.lon = String(a.lon);
+      li.textContent = label + " · " + fmtMeters(haversine(here, at)) + " away";
+      li.title = a.lat.toFixed(6) + ", " + a.lon.toFixed(6) +
+        (a.radius_m != null ? " ± " + Math.round(a.radius_m) + " m" : "");
+      li.addEventListener("click", () => { map.panTo(at); m.openTooltip(); });
+      els.altList.appendChild(li);
+    });
+    return alts;
+  }
 
   // ---------------------------------------------------------------- locating
   async function locate(file) {
@@ -133,10 +191,12 @@
         (fl.includes("exif_disagrees") ? " (outside the circle: they disagree)." : " (inside the circle).");
       els.flags.appendChild(s);
     }
+    showConfidence(r);
     els.result.hidden = false;
 
     const here = [r.lat, r.lon];
     resultLayer.clearLayers();
+    const alts = drawAlternatives(r, here);
     const nbs = (r.neighbors || []).filter((n) => n.lat != null && n.lon != null);
     const nbMarkers = [];
     nbs.forEach((n, i) => {
@@ -152,8 +212,11 @@
         className: "cg-uncertainty" }).addTo(resultLayer);
     }
     const icon = new L.Icon.Default({ className: "cg-pred-marker" });
-    L.marker(here, { icon: icon, title: "predicted position", zIndexOffset: 1000 }).addTo(resultLayer)
-      .bindPopup("<b>Predicted position</b><br>" + r.lat.toFixed(6) + ", " + r.lon.toFixed(6) +
+    const answer = L.marker(here, { icon: icon, title: "predicted position", zIndexOffset: 1000 }).addTo(resultLayer);
+    if (alts.length && r.confidence != null) {  // name the answer A when there are other places to tell apart
+      answer.bindTooltip("A · " + pct(r.confidence), { permanent: true, direction: "right", className: "answer-label" });
+    }
+    answer.bindPopup("<b>Predicted position</b><br>" + r.lat.toFixed(6) + ", " + r.lon.toFixed(6) +
         "<br>± " + (r.radius_m != null ? Math.round(r.radius_m) + " m (90%)" : "?"));
 
     // neighbours list
@@ -186,6 +249,7 @@
     // view: the circle and the matches, inside the mapped area when it is bigger
     let b = L.latLng(here).toBounds(2 * Math.max(r.radius_m || 20, 10));
     nbs.forEach((n) => b.extend([n.lat, n.lon]));
+    alts.forEach((a) => b.extend(L.latLng(a.lat, a.lon).toBounds(2 * Math.max(a.radius_m || 10, 10))));
     if (areaBounds && !areaBounds.contains(b) && areaBounds.intersects(b)) b = b.extend(areaBounds);
     map.fitBounds(b.pad(0.15), { maxZoom: 20, animate: false });
   }
