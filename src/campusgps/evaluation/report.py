@@ -220,6 +220,16 @@ def _gallery(res, worst: int) -> tuple[str, int]:
     return "<div class=\"gallery\">" + "".join(cases) + "</div>", len(order)
 
 
+def _cross_fit_note(m: dict) -> list[str]:
+    """The report's sentence on out-of-fold scores (``evaluate --cross-fit``), or nothing."""
+    cf = m.get("cross_fit")
+    if not cf:
+        return []
+    return [f"<b>Out of fold</b>: every photo was scored by the method refitted {cf['folds']} times, each time "
+            f"without that photo's location group ({cf['location_groups']} groups, {cf['group_radius_m']:g} m); "
+            f"the model file itself was not used for these scores."]
+
+
 def render_report(res, model_name: str = "model", worst: int = 12) -> str:
     m = res.metrics
     t = res.table
@@ -240,11 +250,7 @@ def render_report(res, model_name: str = "model", worst: int = 12) -> str:
         ("seconds per photo", fmt_num(m.get("seconds_per_image"), 3)),
     ])]
     notes = [f"Baseline: {e(base['source'])}."]
-    if m.get("cross_fit"):
-        cf = m["cross_fit"]
-        notes.insert(0, f"<b>Out of fold</b>: every photo was scored by the method refitted {cf['folds']} times, each time "
-                        f"without that photo's location group ({cf['location_groups']} groups, "
-                        f"{cf['group_radius_m']:g} m); the model file itself was not used for these scores.")
+    notes[:0] = _cross_fit_note(m)
     if ht:
         ln = m["vs_truth"].get("label_noise", {})
         notes.append(f"The labels themselves (phone GPS) are {fmt_m(ln.get('median_m'))} from the truth at the median, "
