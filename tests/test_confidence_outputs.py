@@ -55,7 +55,7 @@ def test_predict_csv_has_confidence_and_alternatives(model, photos, tmp_path):
     out = tmp_path / "located.csv"
     assert main(["predict", str(model), str(folder), "--out", str(out)]) == 0
     header = next(csv.reader(open(out)))
-    assert header == ["file", "lat", "lon", "radius_m", *CONFIDENCE_COLUMNS, "flags"]
+    assert header == ["file", "lat", "lon", "radius_m", *CONFIDENCE_COLUMNS, "flags", "exif_distance_m"]
     rows = _rows(out)
     assert set(rows) == set(conf)
     for name, r in rows.items():
