@@ -109,13 +109,46 @@ def conformal_quantile(scores, target: float) -> float:
     return float(s[k - 1])
 
 
+def _allocate_levels(scores: list[np.ndarray], target: float, min_level: float) -> list[float]:
+    """Per-bin coverage levels: every bin at least ``min_level``; raised, cheapest log-radius first, until
+    the pooled coverage reaches ``target``. Confident bins (small, tight errors) keep a tight circle, unsure
+    bins (whose errors are spread out anyway) take the extra coverage."""
+    n = sum(len(s) for s in scores)
+    levels = [min_level] * len(scores)
+
+    def q(b, lv):
+        return max(conformal_quantile(scores[b], lv), 1e-6)
+
+    def covered(b, lv):
+        return int(np.sum(scores[b] <= q(b, lv)))
+
+    steps = np.round(np.arange(min_level, 1.0001, 0.01), 4)
+    while sum(covered(b, lv) for b, lv in enumerate(levels)) < target * n:
+        best, cost = None, np.inf
+        for b, lv in enumerate(levels):
+            nxt = [x for x in steps if x > lv + 1e-9 and covered(b, x) > covered(b, lv)]
+            if not nxt:
+                continue
+            gain = covered(b, nxt[0]) - covered(b, lv)
+            c = (np.log(q(b, nxt[0])) - np.log(q(b, lv))) / gain
+            if c < cost:
+                best, cost = (b, nxt[0]), c
+        if best is None:
+            break
+        levels[best[0]] = float(best[1])
+    return levels
+
+
 def fit_binned_radius(conf, errors, target: float = 0.9, raw_radius=None, min_per_bin: int = 30,
-                      max_bins: int = 5) -> dict:
+                      max_bins: int = 5, min_bin_target: float | None = None) -> dict:
     """Conformal radius within confidence bins (equal counts, each >= ``min_per_bin`` photos).
 
+    Each bin gets the split-conformal ``target`` quantile of its errors; with ``min_bin_target`` the bins'
+    levels are allocated instead (:func:`_allocate_levels`: pooled coverage ``target``, every bin >=
+    ``min_bin_target``), which makes the confident bins' circles smaller.
     Returns ``{"edges": inner bin edges over confidence, "values": per-bin radius (m) or scale of the raw
-    radius, "scaled": bool, "target", "n_per_bin"}``. Without a raw radius, values are made non-increasing
-    in confidence (a more confident bin never gets a larger circle)."""
+    radius, "scaled": bool, "target", "levels", "n_per_bin"}``. Without a raw radius, values are made
+    non-increasing in confidence (a more confident bin never gets a larger circle)."""
     c = np.asarray(conf, dtype=np.float64).ravel()
     e = np.asarray(errors, dtype=np.float64).ravel()
     raw = None if raw_radius is None else np.asarray(raw_radius, dtype=np.float64).ravel()
@@ -128,18 +161,17 @@ def fit_binned_radius(conf, errors, target: float = 0.9, raw_radius=None, min_pe
     edges = np.quantile(c, np.linspace(0, 1, nb + 1)[1:-1]) if nb > 1 and len(c) else np.zeros(0)
     edges = np.unique(edges)
     which = np.digitize(c, edges)
-    values, counts = [], []
-    for b in range(len(edges) + 1):
-        m = which == b
-        values.append(conformal_quantile(score[m], target) if m.any() else np.nan)
-        counts.append(int(m.sum()))
-    v = np.asarray(values)
+    parts = [score[which == b] for b in range(len(edges) + 1)]
+    levels = [float(target)] * len(parts)
+    if min_bin_target is not None and min_bin_target < target and all(len(p) for p in parts):
+        levels = _allocate_levels(parts, target, min_bin_target)
+    v = np.asarray([conformal_quantile(p, lv) if len(p) else np.nan for p, lv in zip(parts, levels)])
     overall = conformal_quantile(score, target) if len(score) else 1.0
     v = np.where(np.isfinite(v), v, overall)
     if raw is None:
         v = np.maximum.accumulate(v[::-1])[::-1]  # non-increasing with confidence
     return {"edges": [float(x) for x in edges], "values": [float(x) for x in v], "scaled": raw is not None,
-            "target": float(target), "n_per_bin": counts}
+            "target": float(target), "levels": [float(x) for x in levels], "n_per_bin": [len(p) for p in parts]}
 
 
 def binned_radius(spec: dict, conf, raw_radius=None) -> np.ndarray:

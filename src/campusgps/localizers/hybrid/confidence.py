@@ -59,6 +59,8 @@ def fit_hybrid_confidence(loc, records, brights, retr, truth, groups=None, param
     if len(X) < 10:
         return None
     X, err = np.asarray(X), np.asarray(err)
+    _capture("held_out_raw", {"records": records, "brights": brights, "retr": retr, "truth": truth,
+                              "groups": groups})
     _capture("held_out", {"X": X, "err": err, "groups": groups, "alt_rows": alt_rows})
     return ConfidenceModel.fit(X, err, HYBRID_FEATURES, groups=groups, target=loc.cfg.radius_target,
                                alt_rows=alt_rows, min_per_bin=max(20, len(X) // 6))
@@ -72,7 +74,8 @@ def apply_hybrid_confidence(loc, out, j: int, sims, idx, inl, nkp: int, bright: 
     _, _, x, places, aw = answer_evidence(loc, sims, idx, inl, nkp, bright, retrieval_center)
     c = float(model.confidence(x[None])[0])
     r = float(model.radius([c])[0])
-    _capture("query", {"x": x, "places": places, "aw": aw})
+    _capture("query", {"x": x, "places": places, "aw": aw,
+                       "raw": (sims, idx, inl, nkp, bright, retrieval_center)})
     out.confidence[j] = c
     if "out_of_area" in out.flags[j]:
         r = max(r, float(out.radius_m[j]))
