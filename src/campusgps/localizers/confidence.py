@@ -227,21 +227,27 @@ class ConfidenceModel:
 
     @classmethod
     def fit(cls, X, errors, names, groups=None, raw_radius=None, target: float = 0.9,
-            alt_rows=None, right_m: float = RIGHT_M, min_per_bin: int = 30) -> "ConfidenceModel":
+            alt_rows=None, right_m: float = RIGHT_M, min_per_bin: int = 30, label_right_m: float | None = None,
+            max_bins: int = 5, min_bin_target: float | None = None) -> "ConfidenceModel":
         """``X`` (N, F) evidence of N held-out answers, ``errors`` their errors (m). ``alt_rows``: list of
-        (answer index, place weight, answer weight, rank, error of the place) for the candidate places."""
+        (answer index, place weight, answer weight, rank, error of the place) for the candidate places.
+        ``label_right_m``: the held-out photo counts as right within this distance of its *label* (default
+        ``right_m``; larger when the labels are noisy GPS fixes while confidence is about the true position).
+        ``max_bins``/``min_bin_target``: see :func:`fit_binned_radius`."""
         errors = np.asarray(errors, dtype=np.float64).ravel()
-        conf = Logistic.fit(X, errors <= right_m, names, groups=groups)
+        lab_m = right_m if label_right_m is None else float(label_right_m)
+        conf = Logistic.fit(X, errors <= lab_m, names, groups=groups)
         p = conf.predict(X)
-        radius = fit_binned_radius(p, errors, target=target, raw_radius=raw_radius, min_per_bin=min_per_bin)
+        radius = fit_binned_radius(p, errors, target=target, raw_radius=raw_radius, min_per_bin=min_per_bin,
+                                   max_bins=max_bins, min_bin_target=min_bin_target)
         alt = None
         if alt_rows:
             A = np.array([alt_features(pw, aw, rk, p[i]) for i, pw, aw, rk, _ in alt_rows])
-            y = np.array([err <= right_m for *_, err in alt_rows])
+            y = np.array([err <= lab_m for *_, err in alt_rows])
             g = None if groups is None else np.asarray(groups)[[r[0] for r in alt_rows]]
             alt = Logistic.fit(A, y, ALT_FEATURES, groups=g)
         info = {"n_held_out": int(len(errors)), "fraction_right": float((errors <= right_m).mean()),
-                "right_m": right_m, "held_out_auc": _auc(p, errors <= right_m),
+                "right_m": right_m, "label_right_m": lab_m, "held_out_auc": _auc(p, errors <= right_m),
                 "held_out_coverage": float(np.mean(errors <= cls._radius_of(radius, p, raw_radius))),
                 "n_alt_rows": len(alt_rows or [])}
         return cls(conf, radius, alt, info)
