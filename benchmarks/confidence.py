@@ -43,15 +43,32 @@ def prepare(work: Path, seed: int):
     return ds, qds, np.stack([te, tn], 1), tq
 
 
-def train(method: str, ds, path: Path, retrain: bool):
+def train(method: str, ds, path: Path, retrain: bool, refit_confidence: bool = False):
+    """A cached bundle (its confidence model refitted with the current evidence code when asked), else a
+    fresh fit. The ensemble's members are the cached retrieval and regression bundles of the same campus."""
     from campusgps import Localizer
     from campusgps.localizers.base import get_localizer_class
 
-    if path.exists() and not retrain:
-        return Localizer.load(path), None
+    if path.exists() and not retrain and not (refit_confidence and method == "ensemble"):
+        loc = Localizer.load(path)
+        if refit_confidence and method in ("hybrid", "retrieval"):
+            t = time.perf_counter()
+            if method == "hybrid":
+                loc.refit_confidence(ds)
+            else:
+                from campusgps.localizers.method_confidence import fit_retrieval_confidence
+                fit_retrieval_confidence(loc, ds.training_rows())
+            loc.save(path)
+            print(f"{method}: confidence model refitted in {time.perf_counter() - t:.0f} s", flush=True)
+        return loc, None
     t = time.perf_counter()
-    opts = {"backbone": "efficientnet-lite0"} if method != "regression" else {}
-    loc = get_localizer_class(method)(**opts).fit(ds)
+    if method == "ensemble":
+        members = [train(m, ds, path.with_name(path.name.replace("ensemble", m)), retrain)[0]
+                   for m in ("retrieval", "regression")]
+        loc = get_localizer_class(method)().fit(ds, members=members)
+    else:
+        opts = {"backbone": "efficientnet-lite0"} if method != "regression" else {}
+        loc = get_localizer_class(method)(**opts).fit(ds)
     fit_s = time.perf_counter() - t
     path.parent.mkdir(parents=True, exist_ok=True)
     loc.save(path)
@@ -99,20 +116,26 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--methods", default="hybrid,retrieval,regression")
     ap.add_argument("--retrain", action="store_true")
+    ap.add_argument("--models", default="", help="bundle cache (default WORK/models-confidence)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "confidence.json"))
     ap.add_argument("--dump", default="")
+    ap.add_argument("--dump-raw", default="", help="pickle the hybrid's raw held-out and query evidence here")
+    ap.add_argument("--refit-confidence", action="store_true",
+                    help="refit only the confidence models of cached hybrid/retrieval bundles (current code)")
     args = ap.parse_args(argv)
     import campusgps.localizers.hybrid.confidence as hc
 
-    hc.CAPTURE = {} if args.dump else None
+    hc.CAPTURE = {} if (args.dump or args.dump_raw) else None
     work = Path(args.work)
+    models = Path(args.models) if args.models else work / "models-confidence"
     ds, qds, truth_en, tq = prepare(work, args.seed)
     images = [qds.root / f for f in qds.manifest["file"]]
     results = {"seed": args.seed, "preset": "small", "n_queries": len(images), "targets": TARGETS,
                "command": "benchmarks/confidence.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "methods": {}}
     for method in [m for m in args.methods.split(",") if m]:
-        loc, fit_s = train(method, ds, work / "models-confidence" / f"{method}-small-{args.seed}.cgps", args.retrain)
+        loc, fit_s = train(method, ds, models / f"{method}-small-{args.seed}.cgps", args.retrain,
+                         args.refit_confidence)
         t = time.perf_counter()
         pred = loc.predict(images, batch_size=16)
         s_q = (time.perf_counter() - t) / len(images)
@@ -132,9 +155,34 @@ def main(argv=None) -> int:
                      q_X=np.stack([d["x"] for d in q[-len(images):]]) if q else None, q_err=err,
                      conf=pred.confidence, radius=pred.radius_m,
                      cond=tq["condition"].to_numpy().astype(str) if "condition" in tq else None)
+        if args.dump_raw and method == "hybrid" and hc.CAPTURE:
+            import pickle
+
+            raw = {"held_out": hc.CAPTURE.get("held_out_raw", [None])[-1],
+                   "query": [d["raw"] for d in hc.CAPTURE.get("query", [])[-len(images):]], "truth": truth_en,
+                   "cond": tq["condition"].to_numpy().astype(str) if "condition" in tq else None}
+            Path(args.dump_raw).write_bytes(pickle.dumps(raw))
         write(args.out, results)  # after every method: a long run keeps what it measured
+    print_table(results)
     print(f"wrote {args.out}")
     return 0
+
+
+def print_table(results: dict) -> None:
+    """Methods as rows, the Done-when quantities as columns; a * marks a target missed."""
+    keys = list(TARGETS)
+    short = {"radius_coverage_lo": "radius_cov", "radius_coverage_hi": None, "radius_coverage_min_third": "cov_min3rd"}
+    cols = [k for k in keys if short.get(k, k)]
+    print("method      " + " ".join(f"{short.get(k, k):>14}" for k in cols))
+    for m, r in results["methods"].items():
+        h, ok = r["headline"], r["meets_target"]
+        cells = []
+        for k in cols:
+            v = h.get(k)
+            miss = ok.get(k) is False or (k == "radius_coverage_lo" and ok.get("radius_coverage_hi") is False)
+            cells.append(f"{'-' if v is None else f'{v:.3f}'}{'*' if miss else ' ':1}".rjust(14))
+        print(f"{m:<11} " + " ".join(cells))
+    print("targets     " + " ".join(f"{TARGETS[k][0]}{TARGETS[k][1]}".rjust(14) for k in cols))
 
 
 def write(out: str, results: dict) -> None:

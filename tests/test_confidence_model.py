@@ -56,6 +56,26 @@ def test_binned_radius_covers_each_bin_and_shrinks_with_confidence():
     assert np.median(r[third[-500:]]) < 0.3 * np.median(r[third[:500]])
 
 
+def test_allocated_levels_keep_pooled_coverage_and_tighten_confident_bins():
+    """Unsure answers: right (small error) or a look-alike far away; confident: almost always right. The
+    allocation spends the coverage where it is cheap in log radius and keeps every bin >= the floor."""
+    rng = np.random.default_rng(2)
+    n = 4000
+    conf = rng.uniform(0, 1, n)
+    wrong = rng.random(n) < 0.6 * (1 - conf)
+    err = np.where(wrong, rng.uniform(60, 200, n), rng.exponential(4, n))
+    a, b = slice(0, 2000), slice(2000, None)
+    plain = fit_binned_radius(conf[a], err[a], target=0.9, min_per_bin=200, max_bins=8)
+    alloc = fit_binned_radius(conf[a], err[a], target=0.9, min_per_bin=200, max_bins=8, min_bin_target=0.8)
+    assert min(alloc["levels"]) >= 0.8 and max(alloc["levels"]) > 0.9
+    r_plain, r_alloc = binned_radius(plain, conf[b]), binned_radius(alloc, conf[b])
+    assert 0.86 < np.mean(err[b] <= r_alloc) < 0.94
+    for part in np.array_split(np.argsort(conf[b]), 3):
+        assert np.mean(err[b][part] <= r_alloc[part]) > 0.77
+    top = np.argsort(conf[b])[-667:]
+    assert np.median(r_alloc[top]) < 0.8 * np.median(r_plain[top])
+
+
 def test_binned_radius_scaled_by_raw_radius():
     rng = np.random.default_rng(1)
     raw = rng.uniform(1, 50, 2000)

@@ -67,3 +67,42 @@ def test_older_bundle_without_confidence_still_predicts(hybrid, tmp_path):
     finally:
         loc.confidence_model = saved
     assert np.isnan(p.confidence).all() and np.isfinite(p.radius_m).all() and p.alternatives == [[], []]
+
+
+def test_place_level_evidence_separates_a_tie_from_a_clear_answer():
+    """Two places 100 m apart; the answer's place verified by two spots. A look-alike with as many inliers
+    at the other place (a tie) gives a lower place ratio and more verifying spots over there."""
+    from campusgps.localizers.evidence import HYBRID_FEATURES, hybrid_evidence
+
+    ref_pos = np.array([[0.0, 0.0], [3.0, 0.0], [100.0, 0.0], [104.0, 0.0]])
+    ref_spot = np.array([0, 1, 2, 3])
+    sims, idx = np.array([0.9, 0.85, 0.8, 0.8]), np.arange(4)
+
+    def feats(inl):
+        x, places, aw = hybrid_evidence([1.0, 0.0], sims, idx, np.asarray(inl, float), 10, ref_spot, ref_pos,
+                                        400, 0.5, [1.0, 0.0])
+        assert len(x) == len(HYBRID_FEATURES) and places and np.hypot(*(places[0][0] - [102, 0])) < 5
+        return dict(zip(HYBRID_FEATURES, x))
+
+    clear, tie = feats([80, 40, 12, 0]), feats([80, 40, 70, 60])
+    assert clear["log_place_ratio"] > tie["log_place_ratio"] + 1.0
+    assert clear["log_inliers_second_spot"] == tie["log_inliers_second_spot"] == np.log1p(40)
+    assert clear["log_other_place_spots"] == np.log1p(1) and tie["log_other_place_spots"] == np.log1p(2)
+
+
+def test_model_fitted_on_fewer_features_still_applies(hybrid):
+    """A bundle whose confidence model predates the place-level features uses their leading columns."""
+    from campusgps.localizers.confidence import ConfidenceModel
+
+    loc, ds = hybrid
+    d = loc.confidence_model.to_dict()
+    c = d["confidence"]
+    k = len(c["names"]) - 3
+    d["confidence"] = {**c, "names": c["names"][:k], "mean": c["mean"][:k], "scale": c["scale"][:k],
+                       "coef": c["coef"][:k]}
+    old, loc.confidence_model = loc.confidence_model, ConfidenceModel.from_dict(d)
+    try:
+        p = loc.predict(ds.subset("test").paths()[:3])
+        assert np.isfinite(p.confidence).all()
+    finally:
+        loc.confidence_model = old

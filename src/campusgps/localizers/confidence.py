@@ -109,13 +109,46 @@ def conformal_quantile(scores, target: float) -> float:
     return float(s[k - 1])
 
 
+def _allocate_levels(scores: list[np.ndarray], target: float, min_level: float) -> list[float]:
+    """Per-bin coverage levels: every bin at least ``min_level``; raised, cheapest log-radius first, until
+    the pooled coverage reaches ``target``. Confident bins (small, tight errors) keep a tight circle, unsure
+    bins (whose errors are spread out anyway) take the extra coverage."""
+    n = sum(len(s) for s in scores)
+    levels = [min_level] * len(scores)
+
+    def q(b, lv):
+        return max(conformal_quantile(scores[b], lv), 1e-6)
+
+    def covered(b, lv):
+        return int(np.sum(scores[b] <= q(b, lv)))
+
+    steps = np.round(np.arange(min_level, 1.0001, 0.01), 4)
+    while sum(covered(b, lv) for b, lv in enumerate(levels)) < target * n:
+        best, cost = None, np.inf
+        for b, lv in enumerate(levels):
+            nxt = [x for x in steps if x > lv + 1e-9 and covered(b, x) > covered(b, lv)]
+            if not nxt:
+                continue
+            gain = covered(b, nxt[0]) - covered(b, lv)
+            c = (np.log(q(b, nxt[0])) - np.log(q(b, lv))) / gain
+            if c < cost:
+                best, cost = (b, nxt[0]), c
+        if best is None:
+            break
+        levels[best[0]] = float(best[1])
+    return levels
+
+
 def fit_binned_radius(conf, errors, target: float = 0.9, raw_radius=None, min_per_bin: int = 30,
-                      max_bins: int = 5) -> dict:
+                      max_bins: int = 5, min_bin_target: float | None = None) -> dict:
     """Conformal radius within confidence bins (equal counts, each >= ``min_per_bin`` photos).
 
+    Each bin gets the split-conformal ``target`` quantile of its errors; with ``min_bin_target`` the bins'
+    levels are allocated instead (:func:`_allocate_levels`: pooled coverage ``target``, every bin >=
+    ``min_bin_target``), which makes the confident bins' circles smaller.
     Returns ``{"edges": inner bin edges over confidence, "values": per-bin radius (m) or scale of the raw
-    radius, "scaled": bool, "target", "n_per_bin"}``. Without a raw radius, values are made non-increasing
-    in confidence (a more confident bin never gets a larger circle)."""
+    radius, "scaled": bool, "target", "levels", "n_per_bin"}``. Without a raw radius, values are made
+    non-increasing in confidence (a more confident bin never gets a larger circle)."""
     c = np.asarray(conf, dtype=np.float64).ravel()
     e = np.asarray(errors, dtype=np.float64).ravel()
     raw = None if raw_radius is None else np.asarray(raw_radius, dtype=np.float64).ravel()
@@ -128,18 +161,17 @@ def fit_binned_radius(conf, errors, target: float = 0.9, raw_radius=None, min_pe
     edges = np.quantile(c, np.linspace(0, 1, nb + 1)[1:-1]) if nb > 1 and len(c) else np.zeros(0)
     edges = np.unique(edges)
     which = np.digitize(c, edges)
-    values, counts = [], []
-    for b in range(len(edges) + 1):
-        m = which == b
-        values.append(conformal_quantile(score[m], target) if m.any() else np.nan)
-        counts.append(int(m.sum()))
-    v = np.asarray(values)
+    parts = [score[which == b] for b in range(len(edges) + 1)]
+    levels = [float(target)] * len(parts)
+    if min_bin_target is not None and min_bin_target < target and all(len(p) for p in parts):
+        levels = _allocate_levels(parts, target, min_bin_target)
+    v = np.asarray([conformal_quantile(p, lv) if len(p) else np.nan for p, lv in zip(parts, levels)])
     overall = conformal_quantile(score, target) if len(score) else 1.0
     v = np.where(np.isfinite(v), v, overall)
     if raw is None:
         v = np.maximum.accumulate(v[::-1])[::-1]  # non-increasing with confidence
     return {"edges": [float(x) for x in edges], "values": [float(x) for x in v], "scaled": raw is not None,
-            "target": float(target), "n_per_bin": counts}
+            "target": float(target), "levels": [float(x) for x in levels], "n_per_bin": [len(p) for p in parts]}
 
 
 def binned_radius(spec: dict, conf, raw_radius=None) -> np.ndarray:
@@ -195,21 +227,27 @@ class ConfidenceModel:
 
     @classmethod
     def fit(cls, X, errors, names, groups=None, raw_radius=None, target: float = 0.9,
-            alt_rows=None, right_m: float = RIGHT_M, min_per_bin: int = 30) -> "ConfidenceModel":
+            alt_rows=None, right_m: float = RIGHT_M, min_per_bin: int = 30, label_right_m: float | None = None,
+            max_bins: int = 5, min_bin_target: float | None = None) -> "ConfidenceModel":
         """``X`` (N, F) evidence of N held-out answers, ``errors`` their errors (m). ``alt_rows``: list of
-        (answer index, place weight, answer weight, rank, error of the place) for the candidate places."""
+        (answer index, place weight, answer weight, rank, error of the place) for the candidate places.
+        ``label_right_m``: the held-out photo counts as right within this distance of its *label* (default
+        ``right_m``; larger when the labels are noisy GPS fixes while confidence is about the true position).
+        ``max_bins``/``min_bin_target``: see :func:`fit_binned_radius`."""
         errors = np.asarray(errors, dtype=np.float64).ravel()
-        conf = Logistic.fit(X, errors <= right_m, names, groups=groups)
+        lab_m = right_m if label_right_m is None else float(label_right_m)
+        conf = Logistic.fit(X, errors <= lab_m, names, groups=groups)
         p = conf.predict(X)
-        radius = fit_binned_radius(p, errors, target=target, raw_radius=raw_radius, min_per_bin=min_per_bin)
+        radius = fit_binned_radius(p, errors, target=target, raw_radius=raw_radius, min_per_bin=min_per_bin,
+                                   max_bins=max_bins, min_bin_target=min_bin_target)
         alt = None
         if alt_rows:
             A = np.array([alt_features(pw, aw, rk, p[i]) for i, pw, aw, rk, _ in alt_rows])
-            y = np.array([err <= right_m for *_, err in alt_rows])
+            y = np.array([err <= lab_m for *_, err in alt_rows])
             g = None if groups is None else np.asarray(groups)[[r[0] for r in alt_rows]]
             alt = Logistic.fit(A, y, ALT_FEATURES, groups=g)
         info = {"n_held_out": int(len(errors)), "fraction_right": float((errors <= right_m).mean()),
-                "right_m": right_m, "held_out_auc": _auc(p, errors <= right_m),
+                "right_m": right_m, "label_right_m": lab_m, "held_out_auc": _auc(p, errors <= right_m),
                 "held_out_coverage": float(np.mean(errors <= cls._radius_of(radius, p, raw_radius))),
                 "n_alt_rows": len(alt_rows or [])}
         return cls(conf, radius, alt, info)

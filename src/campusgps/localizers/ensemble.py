@@ -4,7 +4,9 @@ Each member answers a position and its own calibrated ``radius_m``. Answers are 
 seeded by their weighted geometric median; a member whose answer lies farther than ``outlier_k`` times its
 own radius (and more than ``outlier_min_m``) from that seed is dropped, the rest are averaged with the same
 weights. The ensemble's radius combines the survivors' radii and their disagreement and is calibrated on
-validation photos. With ``tta`` every member also sees photometric variants of the photo (gamma brighten,
+validation photos; on the same photos a confidence model is fitted on the members' confidences and agreement
+(``ensemble_confidence``), which gives every answer a confidence, a radius per confidence bin and up to two
+alternative places pooled from the members' answers and alternatives. With ``tta`` every member also sees photometric variants of the photo (gamma brighten,
 darken, contrast stretch) and those answers are fused the same way: TTA for any method.
 
 The bundle embeds every member's bundle file as a uint8 array, so an ensemble stays one file.
@@ -20,6 +22,9 @@ import numpy as np
 
 from campusgps.errors import BundleError, UserError
 from campusgps.localizers.base import Localizer, Prediction, register
+from campusgps.localizers.confidence import ConfidenceModel
+from campusgps.localizers.ensemble_confidence import (apply_ensemble_confidence, evidence,
+                                                      fit_ensemble_confidence)
 from campusgps.localizers.fusion import weighted_geometric_median
 from campusgps.localizers.selection import calibrate_radius, even_sample
 
@@ -83,6 +88,7 @@ class EnsembleLocalizer(Localizer):
         self.members: list[Localizer] = []
         self.member_bytes: list[bytes] = []
         self.scale = 1.0
+        self.confidence_model: ConfidenceModel | None = None
 
     @property
     def uses_references(self) -> bool:  # exclude_ids is passed on to every member
@@ -124,20 +130,28 @@ class EnsembleLocalizer(Localizer):
         return self
 
     def _calibrate(self, dataset) -> None:
-        """Radius scale on (at most 150 of) the val photos; members that indexed them must not find them
-        (``exclude_ids``), else their val errors are ~0."""
+        """Radius scale and confidence model on (at most 150 of) the val photos; members that indexed them
+        must not find them (``exclude_ids``), else their val errors are ~0."""
         val = dataset.subset("val")
         if len(val) < 5:
             return
         val = val.rows(even_sample(len(val), 150))  # bound the fit time
         imgs = [val.load_image(i, max_side=self.input_max_side()) for i in range(len(val))]
-        p = self.predict_arrays(imgs, exclude_ids=frozenset(val.manifest["id"].astype(str)))
-        err = np.hypot(p.east - val.en()[:, 0], p.north - val.en()[:, 1])
-        raw = p.radius_m / self.scale
+        self.confidence_model = None
+        p, ev = self._fuse(imgs, exclude_ids=frozenset(val.manifest["id"].astype(str)))
+        truth = val.en()
+        err = np.hypot(p.east - truth[:, 0], p.north - truth[:, 1])
+        raw = np.array([e[3] for e in ev])
         ok = np.isfinite(err) & np.isfinite(raw)
         self.scale, cov = calibrate_radius(raw, err, self.cfg.radius_target)
         self.info["calibration"] = {"radius_scale": self.scale, "val_median_m": float(np.median(err[ok])),
                                     "val_coverage": cov}
+        if ok.sum() >= 20:
+            self.confidence_model = fit_ensemble_confidence(
+                [ev[j][0] for j in np.nonzero(ok)[0]], err[ok], raw[ok], [ev[j][1] for j in np.nonzero(ok)[0]],
+                [ev[j][2] for j in np.nonzero(ok)[0]], truth[ok], len(self.members), self.cfg.radius_target)
+        if self.confidence_model is not None:
+            self.info["confidence"] = self.confidence_model.info
 
     # ------------------------------------------------------------------ predict
     def _member_en(self, m: Localizer, p: Prediction) -> np.ndarray:
@@ -147,7 +161,24 @@ class EnsembleLocalizer(Localizer):
         e, n = self.frame.to_local(lat, lon)
         return np.stack([e, n], 1)
 
+    def _alts_to_frame(self, m: Localizer, p: Prediction) -> None:
+        if m.frame == self.frame or not p.alternatives:
+            return
+        for alts in p.alternatives:
+            for a in alts:
+                la, lo = m.frame.to_wgs84(a["east"], a["north"])
+                e, no = self.frame.to_local(la, lo)
+                a["east"], a["north"] = float(e), float(no)
+
     def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
+        out, ev = self._fuse(images, exclude_ids)
+        if self.confidence_model is not None:
+            for j, (x, places, aw, raw) in enumerate(ev):
+                apply_ensemble_confidence(self.confidence_model, out, j, x, places, aw, raw)
+        return out
+
+    def _fuse(self, images: list[np.ndarray], exclude_ids=()) -> tuple[Prediction, list]:
+        """Fused answers (radius = scale x raw) and per photo its evidence (x, places, answer weight, raw)."""
         from campusgps.localizers.retrieval.views import photometric_variants
 
         n = len(images)
@@ -162,14 +193,19 @@ class EnsembleLocalizer(Localizer):
                 rad.append(np.asarray(p.radius_m, dtype=np.float64))
                 names.append((mi, v))
                 if v == 0:
+                    self._alts_to_frame(m, p)
                     member_preds.append(p)
         P = np.stack(pts, 1)  # (n, n_candidates, 2)
         R = np.stack(rad, 1)
         out = Prediction(east=np.zeros(n), north=np.zeros(n), radius_m=np.zeros(n))
+        ev = []
         for j in range(n):
             c, keep, raw = fuse_members(P[j], R[j], self.cfg.outlier_k, self.cfg.outlier_min_m)
             out.east[j], out.north[j] = c
             out.radius_m[j] = self.scale * raw
+            x, places, aw = evidence(P[j, [names.index((mi, 0)) for mi in range(len(self.members))]],
+                                     member_preds, j, c, raw, int((~keep).sum()))
+            ev.append((x, places, aw, raw))
             flags = set()
             for mi, p in enumerate(member_preds):
                 flags.update(f"{self.members[mi].method}:{f}" for f in p.flags[j])
@@ -190,7 +226,7 @@ class EnsembleLocalizer(Localizer):
                         d["east"], d["north"] = float(e), float(no)
                     nb.append(d)
             out.neighbors[j] = nb
-        return out
+        return out, ev
 
     def reference_thumbnail(self, ref_id: str) -> bytes | None:
         for m in self.members:
@@ -210,7 +246,8 @@ class EnsembleLocalizer(Localizer):
     def _state(self):
         t = {f"member_{i}": np.frombuffer(b, dtype=np.uint8).copy() for i, b in enumerate(self.member_bytes)}
         return t, {"n_members": len(self.member_bytes), "radius_scale": self.scale,
-                   "member_methods": [m.method for m in self.members]}
+                   "member_methods": [m.method for m in self.members],
+                   "confidence": self.confidence_model.to_dict() if self.confidence_model is not None else None}
 
     @classmethod
     def _from_state(cls, tensors, meta):
@@ -221,4 +258,5 @@ class EnsembleLocalizer(Localizer):
         loc.member_bytes = [tensors[f"member_{i}"].tobytes() for i in range(n)]
         loc.members = [_load_member_bytes(b) for b in loc.member_bytes]
         loc.scale = float(meta["radius_scale"])
+        loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
         return loc

@@ -18,7 +18,8 @@ from campusgps.localizers.confidence import place_candidates
 MIN_SEP_M = 30.0
 HYBRID_FEATURES = ("log_inliers_best", "log_inliers_other", "inlier_ratio", "log_agreeing_spots",
                    "log_verified_spots", "support", "log_spread_m", "similarity_near", "similarity_margin",
-                   "log_keypoints", "brightness", "fallback", "log_retrieval_distance_m")
+                   "log_keypoints", "brightness", "fallback", "log_retrieval_distance_m",
+                   "log_place_ratio", "log_inliers_second_spot", "log_other_place_spots")
 RETRIEVAL_FEATURES = ("similarity_top1", "similarity_near", "similarity_margin", "support", "log_agreeing",
                       "log_spread_m", "brightness")
 
@@ -55,7 +56,7 @@ def hybrid_evidence(answer, sims, idx, inliers, min_inliers: int, ref_spot, ref_
     sims, idx, inl = sims[ok], idx[ok], inl[ok]
     answer = np.asarray(answer, dtype=np.float64).reshape(2)
     if not len(idx):
-        x = [0, 0, 0, 0, 0, 0, np.log1p(100.0), 0, 0, np.log1p(n_keypoints), bright, 1, 0]
+        x = [0, 0, 0, 0, 0, 0, np.log1p(100.0), 0, 0, np.log1p(n_keypoints), bright, 1, 0, 0, 0, 0]
         return np.asarray(x, np.float64), [], 0.0
     pts = np.asarray(ref_pos, dtype=np.float64)[idx]
     spots = np.asarray(ref_spot)[idx]
@@ -75,12 +76,25 @@ def hybrid_evidence(answer, sims, idx, inliers, min_inliers: int, ref_spot, ref_
     s_near = sims[near].max() if near.any() else sims.min()
     s_far = sims[~near].max() if (~near).any() else sims.min()
     r_dist = float(np.hypot(*(np.asarray(retrieval_answer, np.float64).reshape(2) - answer)))
-    x = [np.log1p(inl_best), np.log1p(inl_other), np.log1p(inl_best) - np.log1p(inl_other), np.log1p(n_agree),
-         np.log1p(n_ver), support, np.log1p(spread), s_near, s_near - s_far, np.log1p(n_keypoints), bright,
-         float(not ver.any()), np.log1p(r_dist)]
     w = candidate_weights(sims, inl)
     places = place_candidates(pts, w, answer, k=k_alt, min_sep_m=min_sep_m)
-    return np.asarray(x, np.float64), places, float(w[d <= min_sep_m / 2].sum())
+    aw = float(w[d <= min_sep_m / 2].sum())
+    # place level: the answer's evidence weight against the best other place's; the second-best *spot*
+    # near the answer (a second independent view verifies); how many spots verify the best other place
+    w_other = places[0][1] if places else 0.0
+    per_spot = {}
+    for k in np.nonzero(near)[0]:
+        per_spot[spots[k]] = max(per_spot.get(spots[k], 0.0), inl[k])
+    second = sorted(per_spot.values())[-2] if len(per_spot) >= 2 else 0.0
+    other_spots = 0
+    if places:
+        d_o = np.hypot(*(pts - places[0][0]).T)
+        other_spots = len(np.unique(spots[(d_o < min_sep_m / 2) & ver]))
+    x = [np.log1p(inl_best), np.log1p(inl_other), np.log1p(inl_best) - np.log1p(inl_other), np.log1p(n_agree),
+         np.log1p(n_ver), support, np.log1p(spread), s_near, s_near - s_far, np.log1p(n_keypoints), bright,
+         float(not ver.any()), np.log1p(r_dist), np.log((aw + 1.0) / (w_other + 1.0)), np.log1p(second),
+         np.log1p(other_spots)]
+    return np.asarray(x, np.float64), places, aw
 
 
 def retrieval_evidence(answer, sims, idx, ref_en, fused, bright: float, k: int,

@@ -199,15 +199,31 @@ class HybridLocalizer(RetrievalLocalizer):
                 choices(c.hybrid_bandwidth_m, [5.0, 10.0, 20.0]), aggs, choices(c.low_kp_factor, [1.0, 0.6])):
             yield {"min_inliers": mi, "power": pw, "bandwidth_m": bw, "agg": agg, "low_kp_factor": lf}
 
-    def _select_and_calibrate(self, held: HeldOut, choices_out: dict) -> None:
-        S, I, truth, load, SL = held.S, held.I, held.truth, held.load, self.cfg.shortlist
+    def _verify_held_out(self, held: HeldOut):
+        """(records, brightness, retrieval answers): ``records[j] = (sims, idx, inliers, n_keypoints)``."""
+        S, I, SL = held.S, held.I, self.cfg.shortlist
         records, brights = [], []  # (retrieval search, inliers) per held-out photo, computed once
         for j in range(len(S)):
-            img = load(j)
+            img = held.load(j)
             nkp, inl = self._verify(img, S[j][:SL], I[j][:SL])
             records.append((S[j], I[j], inl, nkp))
             brights.append(brightness(img))
         retr = np.array([fuse_with(self.ref_en, S[j], I[j], self.fusion)[0].center for j in range(len(S))])
+        return records, brights, retr
+
+    def refit_confidence(self, dataset) -> ConfidenceModel | None:
+        """Refit only the confidence model (same held-out mapping photos as ``fit``, settings kept): for a
+        bundle trained before the confidence evidence changed. Needs the dataset the bundle was trained on."""
+        held = self._held_out_mapped(dataset.training_rows())
+        if held is None:
+            return None
+        records, brights, retr = self._verify_held_out(held)
+        self.confidence_model = fit_hybrid_confidence(self, records, brights, retr, held.truth, held.groups)
+        return self.confidence_model
+
+    def _select_and_calibrate(self, held: HeldOut, choices_out: dict) -> None:
+        S, truth, SL = held.S, held.truth, self.cfg.shortlist
+        records, brights, retr = self._verify_held_out(held)
 
         def evaluate(p):
             cen, rr = [], []
