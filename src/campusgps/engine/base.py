@@ -151,6 +151,12 @@ class Engine:
         tracker.finish()
         self.duplicates_dropped = tracker.duplicates
 
+    def map_photos(self, photos: Sequence[str], worker_cls, ctor_kwargs: dict, batch_size: int | None = None
+                   ) -> Iterator[dict]:
+        """Run ``worker_cls(**ctor_kwargs)`` over batches ``{"row", "path"}`` of ``photos``; result batches
+        (each carrying ``row``) stream back, every row exactly once (EngineError when rows are lost)."""
+        yield from self._checked(photos, worker_cls, ctor_kwargs, batch_size or self.batch_size)
+
     def embed_photos(self, photos: Sequence[str], backbone: str = "efficientnet-lite0", pooling: str = "gem",
                      max_side: int | None = None, batch_size: int | None = None,
                      worker_cls=EmbedWorker) -> tuple[np.ndarray, list[str | None]]:
