@@ -36,6 +36,12 @@ def test_ray_missing_exits_2_with_install_hint(monkeypatch, tmp_path, capsys, to
     model = MeanLocalizer().fit(toy_dataset).save(tmp_path / "m.cgps")
     rc = main(["predict", str(model), str(toy_dataset.paths()[0]), "--engine", "ray"])
     assert rc == 2 and "campusgps[ray]" in capsys.readouterr().err
+    rc = main(["train", str(toy_dataset.root), "--method", "retrieval", "--backbone", "tiny-cnn", "--engine", "ray",
+               "--out", str(tmp_path / "r.cgps")])
+    assert rc == 2 and "campusgps[ray]" in capsys.readouterr().err and not (tmp_path / "r.cgps").exists()
+    rc = main(["train", str(toy_dataset.root), "--method", "retrieval", "--ray-address", "auto",
+               "--out", str(tmp_path / "r.cgps")])
+    assert rc == 2 and "--ray-address only applies with --engine ray" in capsys.readouterr().err
 
 
 def test_local_engine_parquet_matches_csv(tmp_path, toy_dataset):
@@ -130,6 +136,12 @@ def test_predict_ray_equals_local(ray_local, campus, tmp_path):
     d = haversine_m(t["lat"].to_numpy(), t["lon"].to_numpy(),
                     np.array([float(r["lat"]) for r in loc]), np.array([float(r["lon"]) for r in loc]))
     assert (d <= 0.5).mean() >= 0.99, f"ray vs local distances: max {d.max():.3f} m"
+    from campusgps.answers import CONFIDENCE_COLUMNS
+
+    for c in CONFIDENCE_COLUMNS:  # the same row builder on both paths: confidence and alternatives too
+        want = np.array([float(r[c]) if r[c] else np.nan for r in loc])
+        np.testing.assert_allclose(t[c].to_numpy(float), want, rtol=0, atol=1e-3 if c.endswith("p") else 1e-5,
+                                   equal_nan=True)
 
 
 def _copy_dataset(src, dst):
