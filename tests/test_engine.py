@@ -170,6 +170,7 @@ def _predict_csv(model, photos, out):
 @pytest.mark.parametrize("method,opts,pooling", [
     ("retrieval", ["--finetune", "off", "--night-views", "1"], "gem"),
     ("regression", ["--epochs", "3", "--views", "1"], "gap"),
+    ("hybrid", ["--finetune", "off", "--night-views", "1"], "gem"),  # + local features through Ray
 ])
 def test_train_ray_equals_local(ray_local, campus, tmp_path, method, opts, pooling):
     from campusgps.geo import haversine_m
@@ -194,4 +195,11 @@ def test_train_ray_equals_local(ray_local, campus, tmp_path, method, opts, pooli
     col = lambda rows, c: np.array([float(r[c]) for r in rows])  # noqa: E731
     assert [r["file"] for r in la] == [r["file"] for r in lb] == q
     d = haversine_m(col(la, "lat"), col(la, "lon"), col(lb, "lat"), col(lb, "lon"))
+    if method == "hybrid":  # local features computed by Ray workers: the same keypoints and descriptors
+        from campusgps.localizers.bundle import read_bundle
+
+        ta, tb = read_bundle(tmp_path / "l.cgps")[0], read_bundle(tmp_path / "r.cgps")[0]
+        for k in ("lf_offsets", "lf_desc", "lf_wh"):
+            np.testing.assert_array_equal(ta[k], tb[k])
+        np.testing.assert_allclose(ta["lf_xy"], tb["lf_xy"], atol=1e-3)
     assert (d <= 0.5).mean() >= 0.99, f"train ray vs local answers: max {d.max():.3f} m"

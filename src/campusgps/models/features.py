@@ -305,6 +305,11 @@ def use_engine(engine):
         _ENGINE[0] = before
 
 
+def current_engine():
+    """The engine set by :func:`use_engine` (None: compute in this process)."""
+    return _ENGINE[0]
+
+
 class CacheWorker:
     """One engine worker: decodes stored photos, applies the cache's deterministic view augmentation
     (seeded by the file's sha256, as in-process) and computes ``pooling`` features with its own backbone."""
