@@ -25,6 +25,10 @@ examples:
   campusgps train campus_ds --method regression --finetune top-2 --epochs 40 --out model_top2.cgps
   campusgps train campus_ds --method regression --out model.cgps --resume
   campusgps train city_ds --method retrieval --index ivfpq --engine ray --ray-address auto --out city.cgps
+  campusgps train campus_ds --method hybrid --backbone onnx:dinov2_s.onnx --out model.cgps
+      (any ONNX image model; its input size/normalisation in dinov2_s.onnx.json or --backbone-opt KEY=VALUE,
+       see README "Bring your own backbone")
+>>>>>>> main
 """
 
 METHODS = ("regression", "retrieval", "hybrid", "ensemble")

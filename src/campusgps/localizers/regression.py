@@ -23,6 +23,8 @@ import numpy as np
 
 from campusgps.errors import BundleError, UserError
 from campusgps.localizers.base import Localizer, Prediction, register
+from campusgps.localizers.method_confidence import (ConfidenceModel, apply_regression_confidence,
+                                                    fit_regression_confidence)
 
 _FINETUNE_RE = re.compile(r"^(frozen|full|top-(\d+))$")
 
@@ -30,8 +32,11 @@ _FINETUNE_RE = re.compile(r"^(frozen|full|top-(\d+))$")
 @dataclass
 class RegressionConfig:
     backbone: str = field(default="efficientnet-lite0", metadata={
-        "help": "feature extractor", "choices": ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
-                                                  "tiny-cnn"]})
+        "help": "feature extractor: efficientnet-lite0/1/2, tiny-cnn, or onnx:PATH (an ONNX image model; "
+                "settings in PATH.json)"})
+    backbone_opt: list[str] = field(default_factory=list, metadata={
+        "help": "onnx:PATH backbone setting overriding PATH.json, e.g. input_size=224", "metavar": "KEY=VALUE",
+        "repeat": True})
     finetune: str = field(default="frozen", metadata={
         "help": "fine-tune depth: frozen (train the head on cached features; CPU default), top-N (also the last "
                 "N backbone blocks), full (everything; for GPUs)"})
@@ -99,6 +104,7 @@ class RegressionLocalizer(Localizer):
         self._bb = None
         self._model = None
         self._backbone_state: dict | None = None
+        self.confidence_model: ConfidenceModel | None = None
 
     # --- training ------------------------------------------------------------------------------------
     def fit(self, dataset, progress: bool = True, log=None, **opts) -> "RegressionLocalizer":
@@ -109,7 +115,7 @@ class RegressionLocalizer(Localizer):
         log = log or (lambda msg: print(msg, file=sys.stderr) if progress else None)
         mode, n_top = parse_finetune(cfg.finetune)
         train_ds, val_ds, val_note = _splits(dataset, cfg.min_train, cfg.seed)
-        bb = get_backbone(cfg.backbone, device=cfg.device, fast=cfg.fast)
+        bb = get_backbone(cfg.backbone, device=cfg.device, fast=cfg.fast, options=cfg.backbone_opt)
         cache = FeatureCache.for_dataset(dataset)
         en_tr, en_val = train_ds.en(), val_ds.en()
         center = en_tr.mean(axis=0)
@@ -141,6 +147,8 @@ class RegressionLocalizer(Localizer):
 
         cal = calibration_info(self._raw_radius(ls, len(err)), err, cfg.radius_target)
         self.radius_scale = cal["radius_scale"]
+        self.confidence_model = fit_regression_confidence(self._raw_radius(ls, len(err)) * self.radius_scale, err,
+                                                          val_ds, cfg.radius_target)
         self.ref_en = en_tr.astype(np.float32)  # training positions: the server's offline basemap
         self.info.update({
             "backbone": self._bb.describe(),
@@ -151,6 +159,7 @@ class RegressionLocalizer(Localizer):
             "val": {"median_m": float(np.median(err)), "mean_m": float(err.mean()),
                     "p90_m": float(np.percentile(err, 90))},
             "calibration": cal,
+            "confidence": self.confidence_model.info if self.confidence_model is not None else None,
         })
         return self
 
@@ -228,7 +237,9 @@ class RegressionLocalizer(Localizer):
         for i in range(len(en)):
             if not np.all(np.isfinite(en[i])):
                 flags[i].append("non_finite")
-        return Prediction(east=en[:, 0], north=en[:, 1], radius_m=radius, flags=flags)
+        out = Prediction(east=en[:, 0], north=en[:, 1], radius_m=radius, flags=flags)
+        apply_regression_confidence(getattr(self, "confidence_model", None), radius, images, out)
+        return out
 
     def predict_features(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(east/north (N,2) metres, radius (N,)) from pooled backbone features (used by ensembles)."""
@@ -257,10 +268,15 @@ class RegressionLocalizer(Localizer):
             tensors["ref_en"] = np.asarray(self.ref_en, np.float32)
         if self._backbone_state:
             tensors.update({f"backbone.{k}": np.asarray(v) for k, v in self._backbone_state.items()})
-        meta = {"spec": self.spec, "scale": self.scale, "radius_scale": self.radius_scale,
+        from campusgps.models.onnx_backbone import bundle_parts
+
+        bt, bmeta = bundle_parts(self._bb)  # an ONNX backbone: its record (+ the model when small)
+        tensors.update(bt)
+        meta = {**bmeta, "spec": self.spec, "scale": self.scale, "radius_scale": self.radius_scale,
                 "backbone": self._bb.describe(), "backbone_key": self._bb.key,
                 "finetuned_backbone": bool(self._backbone_state),
-                "normalisation": {"center_m": [float(c) for c in self.center], "scale_m": self.scale}}
+                "normalisation": {"center_m": [float(c) for c in self.center], "scale_m": self.scale},
+                "confidence": cm.to_dict() if (cm := getattr(self, "confidence_model", None)) is not None else None}
         return tensors, meta
 
     @classmethod
@@ -277,10 +293,12 @@ class RegressionLocalizer(Localizer):
         spec = meta["spec"]
         name = spec["backbone"]
         bstate = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        if bstate:
-            bb = backbone_from_state(name, bstate, device="auto", fast="auto")
-        else:
-            bb = get_backbone(name, device="auto", fast="auto")
+        from campusgps.models.onnx_backbone import from_bundle
+
+        bb = from_bundle(tensors, meta)  # an ONNX backbone: from the bundle (None: built-in)
+        if bb is None:
+            bb = (backbone_from_state(name, bstate, device="auto", fast="auto") if bstate
+                  else get_backbone(name, device="auto", fast="auto"))
         if bb.key != meta["backbone_key"]:
             raise BundleError(f"the model was trained on backbone {meta['backbone_key']} but this installation's "
                               f"{name} is {bb.key} (different weights or preprocessing); reinstall the same "
@@ -295,6 +313,7 @@ class RegressionLocalizer(Localizer):
         loc.center = np.asarray(tensors["center"], np.float64)
         loc.ref_en = np.asarray(tensors["ref_en"], np.float32) if "ref_en" in tensors else None
         loc.scale, loc.radius_scale = float(meta["scale"]), float(meta["radius_scale"])
+        loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
         return loc
 
 

@@ -248,13 +248,22 @@ _CACHE_LOCK = threading.Lock()
 
 
 def get_backbone(name: str = "efficientnet-lite0", device: str = "auto", fast: str = "auto",
-                 trainable: bool = False) -> Backbone:
-    """Backbone by registry name. Frozen instances are shared per process (same name/device/fast).
+                 trainable: bool = False, options=None) -> Backbone:
+    """Backbone by registry name, or ``onnx:PATH`` (any ONNX image model, see ``onnx_backbone.py``; ``options``:
+    its settings overriding ``PATH.json``, a dict or ``KEY=VALUE`` strings). Frozen instances are shared per
+    process (same name/device/fast).
 
     ``trainable=True`` returns a fresh, unshared instance (for fine-tuning) on the eager path.
     """
+    from campusgps.models import onnx_backbone
+
+    if onnx_backbone.is_onnx_name(name):
+        return onnx_backbone.load_onnx_backbone(name, options, device=device, fast=fast, trainable=trainable)
     if name not in REGISTRY:
-        raise UserError(f"unknown backbone {name!r}; available: {', '.join(REGISTRY)}")
+        raise UserError(f"unknown backbone {name!r}; available: {', '.join(REGISTRY)}, or onnx:PATH (an ONNX "
+                        f"image model, see README 'Bring your own backbone')")
+    if options:
+        raise UserError(f"--backbone-opt applies to onnx:PATH backbones only, not {name!r}; drop it")
     dev = _resolve_device(device)
     ck = (name, str(dev), fast)
     if not trainable:

@@ -101,8 +101,9 @@ def export_onnx(bb, path: Path) -> Path:
     return path
 
 
-def onnx_session(model_path: Path):
-    """ONNX Runtime CPU session with the process's torch thread count."""
+def onnx_session(model_path: Path | bytes, cuda: bool = False):
+    """ONNX Runtime session (CPU; CUDA first when ``cuda`` and this onnxruntime has it) with the process's
+    torch thread count. ``model_path``: a file, or the model's bytes."""
     import onnxruntime as ort
     import torch
 
@@ -111,7 +112,11 @@ def onnx_session(model_path: Path):
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    model = model_path if isinstance(model_path, bytes) else str(model_path)
+    return ort.InferenceSession(model, so, providers=providers)
 
 
 def _explicit_path(bb, fast: str) -> str:

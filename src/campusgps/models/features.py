@@ -315,10 +315,10 @@ class CacheWorker:
     (seeded by the file's sha256, as in-process) and computes ``pooling`` features with its own backbone."""
 
     def __init__(self, backbone: str, key: str, pooling: str, view: int = 0, augment=None, max_side=None,
-                 batch_size: int = 32):
+                 batch_size: int = 32, options: dict | None = None):
         from campusgps.models.backbones import get_backbone
 
-        self.bb = get_backbone(backbone, device="cpu")
+        self.bb = get_backbone(backbone, device="cpu", options=options)  # options: an onnx:PATH's settings
         if self.bb.key != key:
             raise RuntimeError(f"worker backbone {self.bb.key} differs from the driver's {key} (other weights?)")
         self.view, self.augment, self.max_side = int(view), augment, max_side or self.bb.load_max_side()
@@ -352,7 +352,8 @@ def _compute_with_engine(engine, dataset, bb, store, keys, todo, pooling, view, 
     paths = dataset.paths()
     photos = [str(paths[i]) for i in todo]
     kw = {"backbone": bb.name, "key": bb.key, "pooling": pooling, "view": view,
-          "augment": augment if view else None, "max_side": bb.load_max_side(), "batch_size": batch_size}
+          "augment": augment if view else None, "max_side": bb.load_max_side(), "batch_size": batch_size,
+          "options": getattr(bb, "settings", None) if str(bb.name).startswith("onnx:") else None}
     for out in engine.map_photos(photos, CacheWorker, kw, batch_size):
         bad = [(r, e) for r, e in zip(out["row"], out["error"]) if e]
         if bad:

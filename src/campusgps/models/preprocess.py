@@ -16,18 +16,21 @@ def signature(spec) -> str:
     return f"{PREPROC_VERSION}|{spec.input_size}|{spec.mean}|{spec.std}"
 
 
-def resize_batch(images: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """RGB arrays of any size/dtype -> (N, S, S, 3) uint8: the WHOLE image resized to S x S (no crop)."""
+def resize_batch(images: Sequence[np.ndarray], size: int | tuple[int, int]) -> np.ndarray:
+    """RGB arrays of any size/dtype -> (N, S, S, 3) uint8: the WHOLE image resized to S x S (no crop).
+
+    ``size`` may also be (H, W)."""
     import cv2
 
     from campusgps.exif.image import as_rgb_array
 
-    out = np.empty((len(images), size, size, 3), np.uint8)
+    h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    out = np.empty((len(images), h, w, 3), np.uint8)
     for i, im in enumerate(images):
         a = as_rgb_array(im)
         # area averaging when shrinking >= 3x (anti-aliasing), bilinear otherwise (5x cheaper)
-        interp = cv2.INTER_AREA if min(a.shape[:2]) >= 3 * size else cv2.INTER_LINEAR
-        out[i] = cv2.resize(a, (size, size), interpolation=interp)
+        interp = cv2.INTER_AREA if min(a.shape[:2]) >= 3 * min(h, w) else cv2.INTER_LINEAR
+        out[i] = cv2.resize(a, (w, h), interpolation=interp)
     return out
 
 

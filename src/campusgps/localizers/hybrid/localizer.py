@@ -14,6 +14,8 @@ import numpy as np
 
 from campusgps.errors import BundleError
 from campusgps.localizers.base import Prediction, register
+from campusgps.localizers.evidence import brightness
+from campusgps.localizers.hybrid.confidence import ConfidenceModel, apply_hybrid_confidence, fit_hybrid_confidence
 from campusgps.localizers.hybrid.local_features import (LocalFeatures, extract_local_features,
                                                         pack_local_features, unpack_local_features)
 from campusgps.localizers.hybrid.verification import fuse_verified, inlier_threshold, verify_shortlist
@@ -79,6 +81,7 @@ class HybridLocalizer(RetrievalLocalizer):
         super().__init__(config, **overrides)
         self.lf: list[LocalFeatures] = []
         self.hybrid: dict = {}
+        self.confidence_model: ConfidenceModel | None = None
         self.ref_spot = np.zeros(0, np.int64)
         self.ref_pos = np.zeros((0, 2))
 
@@ -203,10 +206,12 @@ class HybridLocalizer(RetrievalLocalizer):
 
     def _select_and_calibrate(self, held: HeldOut, choices_out: dict) -> None:
         S, I, truth, load, SL = held.S, held.I, held.truth, held.load, self.cfg.shortlist
-        records = []  # (retrieval search, inliers) per held-out photo, computed once
+        records, brights = [], []  # (retrieval search, inliers) per held-out photo, computed once
         for j in range(len(S)):
-            nkp, inl = self._verify(load(j), S[j][:SL], I[j][:SL])
+            img = load(j)
+            nkp, inl = self._verify(img, S[j][:SL], I[j][:SL])
             records.append((S[j], I[j], inl, nkp))
+            brights.append(brightness(img))
         retr = np.array([fuse_with(self.ref_en, S[j], I[j], self.fusion)[0].center for j in range(len(S))])
 
         def evaluate(p):
@@ -230,6 +235,9 @@ class HybridLocalizer(RetrievalLocalizer):
             "held_out_coverage": cov, "retrieval_held_out_median_m": float(np.median(np.hypot(*(retr - truth).T))),
             "note": "errors vs the held-out photos' own (noisy) GPS labels"}
         choices_out["hybrid_grid"] = best["grid"]
+        self.confidence_model = fit_hybrid_confidence(self, records, brights, retr, truth, held.groups)
+        if self.confidence_model is not None:
+            choices_out["confidence"] = self.confidence_model.info
 
     # ------------------------------------------------------------------ predict
     def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
@@ -238,23 +246,27 @@ class HybridLocalizer(RetrievalLocalizer):
                             exclude=exclude_ids)
         out = self._predict_from_search(S, I)  # retrieval answer = fallback
         for j, img in enumerate(images):
-            self._verify_one(out, j, img, S[j][:self.cfg.shortlist], I[j][:self.cfg.shortlist])
+            s, i = S[j][:self.cfg.shortlist], I[j][:self.cfg.shortlist]
+            retrieval_center = np.array([out.east[j], out.north[j]])
+            nkp, inl = self._verify_one(out, j, img, s, i)
+            apply_hybrid_confidence(self, out, j, s, i, inl, nkp, brightness(img), retrieval_center)
         return out
 
-    def _verify_one(self, out: Prediction, j: int, img: np.ndarray, s: np.ndarray, i: np.ndarray) -> None:
-        """Replace row ``j`` of ``out`` (the retrieval answer) by the verified answer when there is one."""
+    def _verify_one(self, out: Prediction, j: int, img: np.ndarray, s: np.ndarray, i: np.ndarray):
+        """Replace row ``j`` of ``out`` (the retrieval answer) by the verified answer when there is one.
+        Returns (query keypoints, inliers per shortlisted reference)."""
         h = self.hybrid
         nkp, inl = self._verify(img, s, i)
         if nkp < 8:
             out.flags[j] += ["no_local_features", "fallback_retrieval"]
-            return
+            return nkp, inl
         r = self._fuse_verified(s, i, inl, self._min_inliers(nkp, h["min_inliers"]), h["power"], h["bandwidth_m"],
                                 agg=h.get("agg", "max"), level=h.get("level", "photo"))
         if r is None:
             out.flags[j].append("fallback_retrieval")
             for d, n_in in zip(out.neighbors[j], inl):
                 d["inliers"] = int(n_in)
-            return
+            return nkp, inl
         f, ok, raw_r, agree_ref = r
         out.east[j], out.north[j] = f.center
         out.radius_m[j] = h["radius_scale"] * raw_r
@@ -267,6 +279,7 @@ class HybridLocalizer(RetrievalLocalizer):
         out.neighbors[j] = self._neighbors(s[order], i[order], agree=agree, n=10, extra=extra)
         if "out_of_area" in out.flags[j]:
             out.radius_m[j] = max(out.radius_m[j], self.calib.get("far_radius_m", 1000.0))
+        return nkp, inl
 
     # ------------------------------------------------------------------ persistence
     def _state(self):
@@ -276,6 +289,7 @@ class HybridLocalizer(RetrievalLocalizer):
         t.update(pack_local_features(self.lf))
         meta["hybrid"] = self.hybrid
         meta["hybrid_state_version"] = HYBRID_STATE_VERSION
+        meta["confidence"] = self.confidence_model.to_dict() if self.confidence_model is not None else None
         return t, meta
 
     @classmethod
@@ -286,6 +300,7 @@ class HybridLocalizer(RetrievalLocalizer):
         loc = super()._from_state(tensors, meta)
         loc.lf = unpack_local_features(tensors)
         loc.hybrid = dict(meta["hybrid"])
+        loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
         if len(loc.lf) != len(loc.ref_ids):
             raise BundleError(f"inconsistent hybrid bundle: {len(loc.lf)} local feature sets for "
                               f"{len(loc.ref_ids)} references")

@@ -25,7 +25,7 @@ spread. Weak best similarity -> flag ``out_of_area`` and a large radius.
 
 Modules: ``views`` (TTA and low-light renderings), ``descriptors`` (GeM descriptors, feature cache, PCA,
 thumbnails), ``projection`` (whitening + geo-aligned head), ``index`` (FAISS search), ``fusion`` (neighbours ->
-position, fusion grid), ``localizer`` (the ``RetrievalLocalizer``: fit, predict, references, bundles).
+position, fusion grid), ``config`` (``RetrievalConfig``, the options), ``localizer`` (the ``RetrievalLocalizer``: fit, predict, references, bundles).
 """
 from campusgps.localizers.retrieval.descriptors import gem, l2n, make_thumbnail
 from campusgps.localizers.retrieval.index import merge_hits

@@ -28,13 +28,15 @@ def raw_from_images(bb, images: list[np.ndarray], gem_p: float, batch_size: int,
     """GeM descriptors (not normalised) of decoded images; ``tta``: mean of the photometric variants."""
     out = []
     bs = max(1, int(batch_size))
+    vector = getattr(bb, "output_kind", "maps") == "vector"  # an ONNX model's own global vector: no pooling
     if tta:
         for img in images:
             v = photometric_variants(img)
-            out.append(l2n(gem(bb.feature_maps(v), gem_p)).mean(0, keepdims=True))
+            f = bb.embed(v) if vector else gem(bb.feature_maps(v), gem_p)
+            out.append(l2n(f).mean(0, keepdims=True))
         return np.concatenate(out, 0) if out else np.zeros((0, bb.feature_dim), np.float32)
     for s in range(0, len(images), bs):
-        if gem_p == 3.0:
+        if gem_p == 3.0 or vector:
             out.append(bb.embed(images[s:s + bs], batch_size=bs, pooling="gem"))
         else:
             out.append(gem(bb.feature_maps(images[s:s + bs]), gem_p))

@@ -5,64 +5,22 @@ The pipeline is described in ``campusgps.localizers.retrieval``; the pieces live
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from campusgps.errors import BundleError
 from campusgps.localizers.base import Localizer, Prediction, register
+from campusgps.localizers.method_confidence import ConfidenceModel, apply_retrieval_confidence, fit_retrieval_confidence
 from campusgps.localizers.retrieval import descriptors as D
 from campusgps.localizers.retrieval import index as X
+from campusgps.localizers.retrieval.config import RetrievalConfig
 from campusgps.localizers.retrieval.fusion import fuse_with, raw_radius
 from campusgps.localizers.retrieval.projection import Projection
 from campusgps.localizers.retrieval.views import dark_queries
 from campusgps.localizers.spots import times_of
+from campusgps.models.onnx_backbone import bundle_parts, from_bundle
 
 STATE_VERSION = 1
-
-
-@dataclass
-class RetrievalConfig:
-    backbone: str = field(default="efficientnet-lite0", metadata={"help": "pretrained backbone for global descriptors"})
-    device: str = field(default="auto", metadata={"help": "auto|cpu|cuda"})
-    gem_p: float = field(default=3.0, metadata={"help": "GeM pooling exponent (1 = average pooling)"})
-    whiten: str = field(default="auto", metadata={"help": "PCA-whitening: auto (chosen on val), on, off",
-                                                     "choices": ["auto", "on", "off"]})
-    pca_dim: int = field(default=256, metadata={"help": "dimensions kept by PCA-whitening"})
-    finetune: str = field(default="auto", metadata={
-        "help": "geo-aligned projection head: auto (trained, kept only if val improves), on, off",
-        "choices": ["auto", "on", "off"]})
-    ft_loss: str = field(default="ms", metadata={"help": "ms (multi-similarity, hard negatives), pairwise "
-                                                         "(seed's cosine-vs-distance MSE) or both",
-                                                 "choices": ["ms", "pairwise", "both"]})
-    ft_steps: int = field(default=300, metadata={"help": "fine-tuning steps"})
-    ft_pos_m: float = field(default=8.0, metadata={"help": "pairs closer than this are positives"})
-    ft_neg_m: float = field(default=30.0, metadata={"help": "pairs farther than this are negatives"})
-    k: int = field(default=0, metadata={"help": "neighbours used for the position (0: chosen on val)"})
-    tau: float = field(default=0.0, metadata={"help": "similarity temperature for weights (0: chosen on val)"})
-    bandwidth_m: float = field(default=0.0, metadata={"help": "fusion kernel bandwidth in m (0: chosen on val)"})
-    fusion: str = field(default="mode", metadata={"help": "mode|median|mean|top1",
-                                                    "choices": ["mode", "median", "mean", "top1"]})
-    radius_target: float = field(default=0.9, metadata={"help": "fraction of val truths inside radius_m"})
-    ood_percentile: float = field(default=1.0, metadata={"help": "val top-1 similarity percentile below which "
-                                                                 "(minus ood_margin) a photo is out of area"})
-    ood_margin: float = field(default=0.05, metadata={"help": "margin below that percentile"})
-    add_val_to_index: bool = field(default=True, metadata={"help": "add validation photos to the index after "
-                                                                  "calibration"})
-    thumbnails: bool = field(default=True, metadata={"help": "keep ~128 px JPEG thumbnails of references"})
-    thumb_px: int = field(default=128, metadata={"help": "thumbnail size in pixels (longer side)"})
-    tta: bool = field(default=False, metadata={"help": "photometric test-time augmentation of query descriptors"})
-    night_views: int = field(default=2, metadata={
-        "help": "extra low-light descriptors indexed per reference (0: none, 1: + night, 2: + night and dusk); "
-                "a reference hit several times counts once, at its best similarity"})
-    night_query_lum: float = field(default=0.0, metadata={
-        "help": "search the low-light views only for queries darker than this mean luminance (0-255); "
-                "0: for every query"})
-    index: str = field(default="auto", metadata={
-        "help": "reference index: auto (flat, exact, up to 50,000 references; ivfpq above), flat, ivfpq "
-                "(compressed, approximate) or hnsw", "choices": ["auto", "flat", "ivfpq", "hnsw"]})
-    batch_size: int = field(default=32, metadata={"help": "images per backbone batch"})
-    seed: int = field(default=0, metadata={"help": "random seed (held-out slice, projection head)"})
 
 
 @register
@@ -84,6 +42,7 @@ class RetrievalLocalizer(Localizer):
         self.aug_desc = np.zeros((0, 0), np.float32)  # extra (low-light) descriptors of references ...
         self.aug_of = np.zeros(0, np.int64)             # ... and the reference row each one belongs to
         self._index = None      # AnnIndex of ref_desc (kind from cfg.index), extended as references join
+        self.confidence_model: ConfidenceModel | None = None
         self._aug_index = None  # ... and of aug_desc (None without low-light views)
         self._selecting = False  # model selection searches an exact flat index
         self.thumbs: list[bytes] = []
@@ -103,7 +62,7 @@ class RetrievalLocalizer(Localizer):
     def _load_backbone(self):
         from campusgps.models.backbones import get_backbone
 
-        bb = get_backbone(self.cfg.backbone, device=self.cfg.device)
+        bb = get_backbone(self.cfg.backbone, device=self.cfg.device, options=self.cfg.backbone_opt)
         want = self._expected_backbone_key
         if want and getattr(bb, "key", want) != want:
             raise BundleError(
@@ -202,6 +161,8 @@ class RetrievalLocalizer(Localizer):
             self._append_refs(proj(raw_va), en_va, val.manifest, aug=[proj(v) for v in views_va])
             self._after_add(val)
         self._collect_thumbnails(dataset)
+        if self.method == "retrieval":  # the hybrid fits its own (on verified evidence)
+            choices["confidence"] = getattr(fit_retrieval_confidence(self, train), "info", None)
         self.info.update({"data": {"n_train": int(len(train)), "n_val": int(len(val)),
                                    "n_references": int(len(self.ref_en)),
                                    "n_low_light_descriptors": int(len(self.aug_of))},
@@ -368,7 +329,9 @@ class RetrievalLocalizer(Localizer):
     def predict_arrays(self, images: list[np.ndarray], exclude_ids=()) -> Prediction:
         q = self.proj(self._raw_from_images(images, tta=self.cfg.tta))
         S, I = self._search(q, max(self.fusion["k"], 10), use_aug=self._dark_queries(images), exclude=exclude_ids)
-        return self._predict_from_search(S, I)
+        out = self._predict_from_search(S, I)
+        apply_retrieval_confidence(self, out, S, I, images)
+        return out
 
     def _predict_from_search(self, S, I) -> Prediction:
         n = len(S)
@@ -413,7 +376,12 @@ class RetrievalLocalizer(Localizer):
     def _state(self):
         from campusgps.localizers.retrieval.bundle import state
 
-        return state(self, STATE_VERSION)
+        t, meta = state(self, STATE_VERSION)
+        bt, bmeta = bundle_parts(self._bb)  # an ONNX backbone: its record (+ the model when small)
+        t.update(bt)
+        meta = {**bmeta, **meta}
+        meta["confidence"] = self.confidence_model.to_dict() if self.confidence_model is not None else None
+        return t, meta
 
     @classmethod
     def _from_state(cls, tensors, meta):
@@ -425,7 +393,10 @@ class RetrievalLocalizer(Localizer):
                               f"({STATE_VERSION}); retrain with `campusgps train DATASET --method {cls.method}`")
         loc = cls()
         loc.cfg = cls.Config(backbone=meta["backbone"])
-        return restore(loc, tensors, meta)
+        restore(loc, tensors, meta)
+        loc._bb = from_bundle(tensors, meta)  # an ONNX backbone comes from the bundle (None: built-in, lazy)
+        loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
+        return loc
 
     @classmethod
     def load(cls, path):
