@@ -140,7 +140,7 @@ def test_predict_ray_equals_local(ray_local, campus, tmp_path):
 
     for c in CONFIDENCE_COLUMNS:  # the same row builder on both paths: confidence and alternatives too
         want = np.array([float(r[c]) if r[c] else np.nan for r in loc])
-        np.testing.assert_allclose(t[c].to_numpy(float), want, rtol=0, atol=1e-3 if c.endswith("p") else 1e-5,
+        np.testing.assert_allclose(t[c].to_numpy(float), want, rtol=0, atol=1e-3 if c.endswith(("_p", "confidence")) else 1e-5,
                                    equal_nan=True)
 
 
