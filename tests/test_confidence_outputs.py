@@ -276,3 +276,28 @@ def test_api_answers_confidence_and_alternatives(ds, model, photos):
         r = client.post("/v1/locate", content=(folder / name).read_bytes())
         assert r.status_code == 200 and "NaN" not in r.text
         assert r.json()["confidence"] is None and r.json()["alternatives"] == []
+
+
+def test_parquet_has_the_same_rows_as_csv_with_min_confidence(model, photos, tmp_path, capsys):
+    """The streamed (engine) path writes the local path's columns and honours --min-confidence."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from campusgps.answers import ROW_FIELDS
+
+    folder, conf = photos
+    p = float(np.median(list(conf.values())))
+    for out in ("a.csv", "a.parquet"):
+        assert main(["predict", str(model), str(folder), "--min-confidence", str(p), "--batch-size", "5",
+                     "--out", str(tmp_path / out)]) == 0
+        assert "withheld" in capsys.readouterr().err
+    rows = list(csv.DictReader(open(tmp_path / "a.csv")))
+    t = pq.read_table(tmp_path / "a.parquet").to_pandas()
+    assert list(t.columns) == ["row"] + [c for c, _ in ROW_FIELDS] and len(t) == len(rows) == len(conf)
+    assert t["file"].tolist() == [r["file"] for r in rows] and t["flags"].tolist() == [r["flags"] for r in rows]
+    for c, kind in ROW_FIELDS:
+        if kind in ("deg", "m", "p"):
+            want = np.array([float(r[c]) if r[c] else np.nan for r in rows])
+            tol = {"deg": 1e-7, "m": 0.006, "p": 6e-5}[kind]  # the CSV's rounding
+            np.testing.assert_allclose(t[c].to_numpy(float), want, rtol=0, atol=tol, equal_nan=True)
+    low = t["confidence"] < p
+    assert low.any() and t.loc[low, "lat"].isna().all() and t.loc[~low, "lat"].notna().all()
+    assert all(LOW_CONFIDENCE in f.split(";") for f in t.loc[low, "flags"])

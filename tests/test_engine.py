@@ -36,6 +36,12 @@ def test_ray_missing_exits_2_with_install_hint(monkeypatch, tmp_path, capsys, to
     model = MeanLocalizer().fit(toy_dataset).save(tmp_path / "m.cgps")
     rc = main(["predict", str(model), str(toy_dataset.paths()[0]), "--engine", "ray"])
     assert rc == 2 and "campusgps[ray]" in capsys.readouterr().err
+    rc = main(["train", str(toy_dataset.root), "--method", "retrieval", "--backbone", "tiny-cnn", "--engine", "ray",
+               "--out", str(tmp_path / "r.cgps")])
+    assert rc == 2 and "campusgps[ray]" in capsys.readouterr().err and not (tmp_path / "r.cgps").exists()
+    rc = main(["train", str(toy_dataset.root), "--method", "retrieval", "--ray-address", "auto",
+               "--out", str(tmp_path / "r.cgps")])
+    assert rc == 2 and "--ray-address only applies with --engine ray" in capsys.readouterr().err
 
 
 def test_local_engine_parquet_matches_csv(tmp_path, toy_dataset):
@@ -130,3 +136,70 @@ def test_predict_ray_equals_local(ray_local, campus, tmp_path):
     d = haversine_m(t["lat"].to_numpy(), t["lon"].to_numpy(),
                     np.array([float(r["lat"]) for r in loc]), np.array([float(r["lon"]) for r in loc]))
     assert (d <= 0.5).mean() >= 0.99, f"ray vs local distances: max {d.max():.3f} m"
+    from campusgps.answers import CONFIDENCE_COLUMNS
+
+    for c in CONFIDENCE_COLUMNS:  # the same row builder on both paths: confidence and alternatives too
+        want = np.array([float(r[c]) if r[c] else np.nan for r in loc])
+        np.testing.assert_allclose(t[c].to_numpy(float), want, rtol=0, atol=1e-3 if c.endswith(("_p", "confidence")) else 1e-5,
+                                   equal_nan=True)
+
+
+def _copy_dataset(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".cache"))  # no shared feature cache
+    return str(dst)
+
+
+def _cached_rows(folder) -> dict:
+    """{image sha256: feature row} of one feature-cache table."""
+    import json
+
+    shape = json.loads((folder / "meta.json").read_text())["row_shape"]
+    keys = (folder / "keys.txt").read_text().split()
+    data = np.fromfile(folder / "data.f32", np.float32).reshape(-1, *shape)[:len(keys)]
+    return dict(zip(keys, data))
+
+
+def _predict_csv(model, photos, out):
+    assert main(["predict", str(model), *photos, "--out", str(out), "--batch-size", "8"]) == 0
+    return list(csv.DictReader(open(out)))
+
+
+@pytest.mark.slow  # starts Ray: ~20 s start-up plus actor pools on 2 cores
+@pytest.mark.parametrize("method,opts,pooling", [
+    ("retrieval", ["--finetune", "off", "--night-views", "1"], "gem"),
+    ("regression", ["--epochs", "3", "--views", "1"], "gap"),
+    ("hybrid", ["--finetune", "off", "--night-views", "1"], "gem"),  # + local features through Ray
+])
+def test_train_ray_equals_local(ray_local, campus, tmp_path, method, opts, pooling):
+    from campusgps.geo import haversine_m
+    from campusgps.models.backbones import get_backbone
+
+    a, b = _copy_dataset(campus.root, tmp_path / "a"), _copy_dataset(campus.root, tmp_path / "b")
+    common = ["--method", method, "--backbone", "tiny-cnn", *opts]
+    assert main(["train", a, *common, "--out", str(tmp_path / "l.cgps")]) == 0
+    assert main(["train", b, *common, "--engine", "ray", "--workers", "2", "--out", str(tmp_path / "r.cgps")]) == 0
+    key = get_backbone("tiny-cnn").key
+    tables = sorted(p.name for p in (tmp_path / "b" / ".cache/features" / key).iterdir())
+    assert tables == sorted(p.name for p in (tmp_path / "a" / ".cache/features" / key).iterdir())
+    assert any(t.startswith(pooling) and "-v1" in t for t in tables), tables  # augmented views went via Ray
+    for t in tables:  # every cached table (plain and augmented views): same features to float tolerance
+        xa, xb = (_cached_rows(tmp_path / d / ".cache/features" / key / t) for d in ("a", "b"))
+        assert sorted(xa) == sorted(xb) and len(xa) >= len(campus) // 3
+        np.testing.assert_allclose(np.stack([xb[k] for k in sorted(xa)]), np.stack([xa[k] for k in sorted(xa)]),
+                                   rtol=1e-4, atol=1e-5)
+    q = [str(p) for p in campus.paths()]
+    la, lb = _predict_csv(tmp_path / "l.cgps", q, tmp_path / "l.csv"), _predict_csv(tmp_path / "r.cgps", q,
+                                                                                     tmp_path / "r.csv")
+    col = lambda rows, c: np.array([float(r[c]) for r in rows])  # noqa: E731
+    assert [r["file"] for r in la] == [r["file"] for r in lb] == q
+    d = haversine_m(col(la, "lat"), col(la, "lon"), col(lb, "lat"), col(lb, "lon"))
+    if method == "hybrid":  # local features computed by Ray workers: the same keypoints and descriptors
+        from campusgps.localizers.bundle import read_bundle
+
+        ta, tb = read_bundle(tmp_path / "l.cgps")[0], read_bundle(tmp_path / "r.cgps")[0]
+        for k in ("lf_offsets", "lf_desc", "lf_wh"):
+            np.testing.assert_array_equal(ta[k], tb[k])
+        np.testing.assert_allclose(ta["lf_xy"], tb["lf_xy"], atol=1e-3)
+    assert (d <= 0.5).mean() >= 0.99, f"train ray vs local answers: max {d.max():.3f} m"

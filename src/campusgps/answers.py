@@ -106,3 +106,41 @@ def withhold_below(pred, threshold: float, rows=None) -> np.ndarray:
         if LOW_CONFIDENCE not in pred.flags[i]:
             pred.flags[i] = [*pred.flags[i], LOW_CONFIDENCE]
     return low
+
+
+# ---------------------------------------------------------------- predict's output rows (every format, every engine)
+# (column, kind) in output order; kind picks the CSV format / parquet type: str, deg (8 decimals), m (2), p (4),
+# flags (";"-joined in CSV and parquet, a list in GeoJSON). A new output column is added here and in
+# answer_columns, and every writer (CSV, GeoJSON, parquet; local and Ray engines) gets it.
+ROW_FIELDS = [("file", "str"), ("lat", "deg"), ("lon", "deg"), ("radius_m", "m"), ("confidence", "p"),
+              *[(c, "p" if c.endswith("_p") else "deg") for c in ALT_COLUMNS], ("flags", "flags"),
+              ("exif_distance_m", "m")]
+ROW_FORMATS = {"deg": "{:.8f}", "m": "{:.2f}", "p": "{:.4f}"}
+
+
+def answer_columns(files, pred) -> dict[str, np.ndarray]:
+    """Columns of predict's output for ``pred`` (a ``Prediction`` of ``files``): every :data:`ROW_FIELDS`
+    column plus ``error`` ("" when located). Flags are ";"-joined strings so a batch travels as arrays."""
+    n = len(files)
+    cols = {"file": np.asarray([str(f) for f in files], dtype=object),
+            "lat": np.asarray(pred.lat, np.float64).copy(), "lon": np.asarray(pred.lon, np.float64).copy(),
+            "radius_m": np.asarray(pred.radius_m, np.float64).copy(), **confidence_columns(pred, n),
+            "flags": np.asarray([";".join(f) for f in pred.flags], dtype=object),
+            "exif_distance_m": np.asarray(pred.exif_distance_m, np.float64).copy()}
+    errs = [("" if e is None else str(e).removeprefix(f"{f}: ") or "unreadable") for f, e in zip(files, pred.errors)]
+    cols["error"] = np.asarray(errs, dtype=object)
+    return cols
+
+
+def withhold_columns(cols: dict, threshold: float) -> int:
+    """:func:`withhold_below` on output columns (in place): rows less confident than ``threshold`` (or of
+    unknown confidence) lose lat, lon, radius_m and alternatives and get the flag ``low_confidence``."""
+    conf = np.asarray(cols["confidence"], np.float64)
+    low = np.flatnonzero(~(np.nan_to_num(conf, nan=-1.0) >= threshold))
+    for c in ("lat", "lon", "radius_m", *ALT_COLUMNS):
+        cols[c][low] = np.nan
+    for i in low:
+        flags = [f for f in str(cols["flags"][i]).split(";") if f]
+        if LOW_CONFIDENCE not in flags:
+            cols["flags"][i] = ";".join([*flags, LOW_CONFIDENCE])
+    return int(len(low))

@@ -91,6 +91,7 @@ def run(args) -> int:
                           f"retrieval and hybrid models (`campusgps train DATASET --method retrieval`)")
     if args.index_cmd == "info":
         print(json.dumps({"method": loc.method, "n_references": len(loc.ref_ids), "dim": int(loc.ref_desc.shape[1]),
+                          "index": loc.index_summary(),
                           "additions": loc.info.get("index_additions", []), "fusion": loc.fusion,
                           "calibration": loc.calib}, indent=2))
         return 0

@@ -42,19 +42,9 @@ def add_arguments(p):
                    help="0..1: withhold answers less confident than P (empty lat/lon, flag low_confidence)")
 
 
-def _exif_cell(pred, i: int) -> str:
-    """Metres from the photo's own EXIF GPS to the answer; empty when the photo has none."""
-    import math
-
-    d = float(getattr(pred, "exif_distance_m", [math.nan] * (i + 1))[i])
-    return f"{d:.1f}" if math.isfinite(d) else ""
-
-
 def run(args) -> int:
     import sys
     from pathlib import Path
-
-    import numpy as np
 
     from campusgps.answers import check_min_confidence
     from campusgps.errors import UserError
@@ -85,83 +75,14 @@ def run(args) -> int:
         from campusgps.engine.output import predict_with_engine
 
         with step("locating photos with the %s engine" % args.engine, input=", ".join(args.paths)):
-            return predict_with_engine(args, files, fmt)
+            return predict_with_engine(args, files, fmt, min_conf)
+    from campusgps.answers import answer_columns
+    from campusgps.engine.output import report, write_predictions
+
     with step("loading the model", input=args.model):
         loc = Localizer.load(args.model)
     with step("locating photos", input=", ".join(args.paths)):
         pred = loc.predict([str(f) for f in files], batch_size=args.batch_size, progress=True)
-    ok = [i for i in range(len(files)) if pred.errors[i] is None and np.isfinite(pred.lat[i])]
-    for i in range(len(files)):
-        if pred.errors[i] is not None:
-            err = pred.errors[i].removeprefix(f"{files[i]}: ")  # the path once, not twice
-            print(f"campusgps predict: skipped {files[i]}: {err}", file=sys.stderr)
-    withheld = _withhold(pred, min_conf, ok, args.model) if min_conf is not None else 0
-    text = csv_text(files, pred, ok) if fmt == "csv" else geojson_text(files, pred, ok)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-        note = f" ({withheld} withheld: confidence below {min_conf:g})" if withheld else ""
-        print(f"located {len(ok)} of {len(files)} photos{note} -> {out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    if not ok:
-        raise UserError(f"none of the {len(files)} photos could be read")
+    ok, total, withheld = write_predictions([answer_columns(files, pred)], args.out, fmt, min_conf, args.model)
+    report(ok, total, withheld, min_conf, args.out)
     return 0
-
-
-def _withhold(pred, min_conf: float, ok: list[int], model) -> int:
-    import numpy as np
-
-    from campusgps.answers import withhold_below
-    from campusgps.errors import UserError
-
-    if ok and not np.isfinite(np.asarray(pred.confidence, float)[ok]).any():
-        raise UserError(f"{model}: this model gives no confidence (trained before campusgps had one); "
-                        f"retrain it, or run without --min-confidence")
-    return len(withhold_below(pred, min_conf, ok))
-
-
-def _num(v: float, fmt: str) -> str:
-    return fmt.format(v) if v == v else ""  # NaN (a withheld answer) -> empty cell
-
-
-def csv_text(files, pred, ok: list[int]) -> str:
-    """The CSV rows of the located photos ``ok``: file,lat,lon,radius_m,<confidence columns>,flags."""
-    import csv
-    import io
-
-    from campusgps.answers import CONFIDENCE_COLUMNS, confidence_columns, csv_cells
-
-    cols = confidence_columns(pred, len(files))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "lat", "lon", "radius_m", *CONFIDENCE_COLUMNS, "flags", "exif_distance_m"])
-    for i in ok:
-        w.writerow([str(files[i]), _num(pred.lat[i], "{:.8f}"), _num(pred.lon[i], "{:.8f}"),
-                    _num(pred.radius_m[i], "{:.2f}"), *csv_cells(cols, i), ";".join(pred.flags[i]),
-                    _exif_cell(pred, i)])
-    return buf.getvalue()
-
-
-def geojson_text(files, pred, ok: list[int]) -> str:
-    """A FeatureCollection of the located photos ``ok``; a withheld answer has a null geometry."""
-    import json
-
-    import numpy as np
-
-    from campusgps.answers import confidence_columns, properties
-    from campusgps.jsonio import finite_or_none
-
-    cols = confidence_columns(pred, len(files))
-    feats = []
-    for i in ok:
-        lat, lon = finite_or_none(pred.lat[i]), finite_or_none(pred.lon[i])
-        props = {"file": str(files[i]), "lat": lat, "lon": lon, "radius_m": finite_or_none(pred.radius_m[i]),
-                 **properties(cols, i), "flags": list(pred.flags[i]),
-                 "exif_distance_m": finite_or_none(getattr(pred, "exif_distance_m", [np.nan] * len(files))[i])}
-        geom = {"type": "Point", "coordinates": [lon, lat]} if lat is not None and lon is not None else None
-        feats.append({"type": "Feature", "geometry": geom, "properties": props})
-    return json.dumps({"type": "FeatureCollection", "features": feats}, indent=1) + "\n"

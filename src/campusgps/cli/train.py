@@ -15,14 +15,20 @@ Methods:
 Each method's options are listed below in its own group; only the chosen method's options may be given.
 Features are cached under DATASET/.cache/features, so a second training (or another method) reuses them.
 Training writes a checkpoint MODEL.ckpt every epoch; after an interruption, add --resume to continue.
+With --engine ray the per-photo work (decoding, backbone features of every photo and augmented view, i.e.
+what fills the feature cache) runs as Ray Data jobs on a local Ray or a cluster (--ray-address); fitting
+the heads, the index and the calibration stays in this process. Retrieval and hybrid bundles index their
+references with --index (auto: exact flat search up to 50,000 references, compressed ivfpq above).
 
 examples:
   campusgps train campus_ds --method regression --out model.cgps
   campusgps train campus_ds --method regression --finetune top-2 --epochs 40 --out model_top2.cgps
   campusgps train campus_ds --method regression --out model.cgps --resume
+  campusgps train city_ds --method retrieval --index ivfpq --engine ray --ray-address auto --out city.cgps
   campusgps train campus_ds --method hybrid --backbone onnx:dinov2_s.onnx --out model.cgps
       (any ONNX image model; its input size/normalisation in dinov2_s.onnx.json or --backbone-opt KEY=VALUE,
        see README "Bring your own backbone")
+>>>>>>> main
 """
 
 METHODS = ("regression", "retrieval", "hybrid", "ensemble")
@@ -58,6 +64,12 @@ def add_arguments(p):
     p.add_argument("dataset", metavar="DATASET", help="dataset folder written by `campusgps ingest` (and split)")
     p.add_argument("--method", default="regression", choices=list(METHODS), help="localization method (regression)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model bundle file to write, e.g. model.cgps")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where per-photo features are computed: local (this process) or ray (Ray Data jobs, "
+                        "pip install 'campusgps[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: join a cluster (auto, "
+                                                         "ray://host:port); default: a local Ray on this machine")
+    p.add_argument("--workers", type=int, default=0, help="with --engine ray: backbone actors (0: one per CPU)")
     owners: dict[str, set[str]] = {}
     for method, cls in _method_classes():
         _add_method_group(p, method, cls)
@@ -106,14 +118,14 @@ def run(args) -> int:
     if "progress" in inspect.signature(loc.fit).parameters:
         kw["progress"] = True
     t0 = time.time()
-    with step(f"training {args.method}", input=args.dataset):
+    with _engine(args), step(f"training {args.method}", input=args.dataset):
         loc.fit(ds, **kw)
     seconds = time.time() - t0
     loc.info.setdefault("train_seconds", seconds)
     with step("saving the model", input=out):
         loc.save(out)
     rec = run_record(cfg, command="train", method=args.method, dataset=str(Path(args.dataset).resolve()),
-                     out=str(out.resolve()), seconds=round(seconds, 2),
+                     out=str(out.resolve()), seconds=round(seconds, 2), engine=getattr(args, "engine", "local"),
                      summary={k: loc.info[k] for k in ("data", "val", "calibration", "training", "backbone")
                               if k in loc.info})
     rec_path = out.with_name(out.name + ".run.json")
@@ -127,3 +139,31 @@ def run(args) -> int:
         msg += f"; validation median error {val['median_m']:.1f} m"
     print(f"{msg} -> {out} (run record {rec_path.name})", file=sys.stderr)
     return 0
+
+
+def _engine(args):
+    """Context in which the feature cache computes through ``--engine`` (nothing changes for local)."""
+    import contextlib
+
+    from campusgps.errors import UserError
+
+    name, address = getattr(args, "engine", "local"), getattr(args, "ray_address", None)
+    if getattr(args, "workers", 0) < 0:
+        raise UserError("--workers must be >= 0")
+    if name == "local":
+        if address:
+            raise UserError("--ray-address only applies with --engine ray")
+        return contextlib.nullcontext()
+    from campusgps.engine import get_engine
+    from campusgps.models.features import use_engine
+
+    @contextlib.contextmanager
+    def ctx():
+        engine = get_engine(name, address=address, workers=args.workers)
+        try:
+            with use_engine(engine):
+                yield engine
+        finally:
+            engine.close()
+
+    return ctx()

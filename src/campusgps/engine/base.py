@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'campusgps[ray]'"
-PREDICT_COLUMNS = ("row", "file", "lat", "lon", "radius_m", "flags", "error")
+# predict batches: "row" + campusgps.answers.answer_columns (ROW_FIELDS + "error")
+PREDICT_COLUMNS = ("row", "file", "lat", "lon", "radius_m", "confidence", "flags", "error")
 
 
 class EngineError(RuntimeError):
@@ -119,17 +120,11 @@ class PredictWorker:
             self.loc = Localizer.load(bundle)
 
     def __call__(self, batch: dict) -> dict:
+        from campusgps.answers import answer_columns
+
         paths = [str(p) for p in batch["path"]]
         pred = self.loc.predict(paths, batch_size=max(1, len(paths)))
-        return {
-            "row": np.asarray(batch["row"], dtype=np.int64),
-            "file": np.asarray(paths, dtype=object),
-            "lat": np.asarray(pred.lat, dtype=np.float64),
-            "lon": np.asarray(pred.lon, dtype=np.float64),
-            "radius_m": np.asarray(pred.radius_m, dtype=np.float64),
-            "flags": np.asarray([";".join(f) for f in pred.flags], dtype=object),
-            "error": np.asarray([e or "" for e in pred.errors], dtype=object),
-        }
+        return {"row": np.asarray(batch["row"], dtype=np.int64), **answer_columns(paths, pred)}
 
 
 class Engine:
@@ -155,6 +150,12 @@ class Engine:
                 yield out
         tracker.finish()
         self.duplicates_dropped = tracker.duplicates
+
+    def map_photos(self, photos: Sequence[str], worker_cls, ctor_kwargs: dict, batch_size: int | None = None
+                   ) -> Iterator[dict]:
+        """Run ``worker_cls(**ctor_kwargs)`` over batches ``{"row", "path"}`` of ``photos``; result batches
+        (each carrying ``row``) stream back, every row exactly once (EngineError when rows are lost)."""
+        yield from self._checked(photos, worker_cls, ctor_kwargs, batch_size or self.batch_size)
 
     def embed_photos(self, photos: Sequence[str], backbone: str = "efficientnet-lite0", pooling: str = "gem",
                      max_side: int | None = None, batch_size: int | None = None,

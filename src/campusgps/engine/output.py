@@ -1,4 +1,9 @@
-"""Stream prediction batches from an engine to CSV, GeoJSON or Parquet (bounded memory for every format)."""
+"""Write predict's rows to CSV, GeoJSON or Parquet, streamed batch by batch (bounded memory for every format).
+
+Both paths of ``campusgps predict`` (the in-process one and ``--engine ray`` / ``.parquet``) hand batches of
+:func:`campusgps.answers.answer_columns` to :func:`write_predictions`, so every format and engine writes the
+same columns (:data:`campusgps.answers.ROW_FIELDS`) and honours ``--min-confidence`` the same way.
+"""
 from __future__ import annotations
 
 import csv
@@ -9,8 +14,16 @@ from typing import Iterable
 
 import numpy as np
 
-PARQUET_FIELDS = (("row", "int64"), ("file", "string"), ("lat", "float64"), ("lon", "float64"),
-                  ("radius_m", "float64"), ("flags", "string"))
+from campusgps.answers import ROW_FIELDS, ROW_FORMATS, withhold_columns
+from campusgps.errors import UserError
+from campusgps.jsonio import finite_or_none
+
+
+def _cell(v, kind: str) -> str:
+    if kind in ("str", "flags"):
+        return str(v)
+    v = float(v)
+    return ROW_FORMATS[kind].format(v) if v == v else ""  # NaN (absent / withheld) -> empty cell
 
 
 class _Sink:
@@ -20,33 +33,38 @@ class _Sink:
         self.fmt, self.fh, self.first = fmt, fh, True
         if fmt == "csv":
             self.w = csv.writer(fh, lineterminator="\n")
-            self.w.writerow(["file", "lat", "lon", "radius_m", "flags"])
+            self.w.writerow([c for c, _ in ROW_FIELDS])
         elif fmt == "geojson":
             fh.write('{"type": "FeatureCollection", "features": [\n')
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            self.schema = pa.schema([(n, getattr(pa, t)()) for n, t in PARQUET_FIELDS])
+            types = {"str": pa.string(), "flags": pa.string()}
+            self.schema = pa.schema([("row", pa.int64())] + [(c, types.get(k, pa.float64())) for c, k in ROW_FIELDS])
             self.w = pq.ParquetWriter(fh, self.schema)
 
     def write(self, b: dict) -> None:
+        n = len(b["file"])
         if self.fmt == "csv":
-            for f, la, lo, r, fl in zip(b["file"], b["lat"], b["lon"], b["radius_m"], b["flags"]):
-                self.w.writerow([str(f), f"{la:.8f}", f"{lo:.8f}", f"{r:.2f}", str(fl)])
+            for i in range(n):
+                self.w.writerow([_cell(b[c][i], k) for c, k in ROW_FIELDS])
         elif self.fmt == "geojson":
-            for f, la, lo, r, fl in zip(b["file"], b["lat"], b["lon"], b["radius_m"], b["flags"]):
-                props = {"file": str(f), "lat": float(la), "lon": float(lo), "radius_m": float(r),
-                         "flags": [x for x in str(fl).split(";") if x]}
-                feat = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(lo), float(la)]},
-                        "properties": props}
+            for i in range(n):
+                props = {c: (str(b[c][i]) if k == "str" else [x for x in str(b[c][i]).split(";") if x]
+                             if k == "flags" else finite_or_none(b[c][i])) for c, k in ROW_FIELDS}
+                lat, lon = props["lat"], props["lon"]
+                geom = {"type": "Point", "coordinates": [lon, lat]} if lat is not None and lon is not None else None
+                feat = {"type": "Feature", "geometry": geom, "properties": props}
                 self.fh.write(("" if self.first else ",\n") + json.dumps(feat))
                 self.first = False
         else:
             import pyarrow as pa
 
-            cols = {n: (np.asarray(b[n]).astype(str) if t == "string" else np.asarray(b[n]))
-                    for n, t in PARQUET_FIELDS}
+            cols = {"row": np.asarray(b.get("row", np.arange(n)), np.int64)}
+            for c, k in ROW_FIELDS:
+                cols[c] = (np.asarray(b[c]).astype(str) if k in ("str", "flags")
+                           else pa.array(np.asarray(b[c], np.float64), from_pandas=True))  # NaN -> null
             self.w.write_table(pa.Table.from_pydict(cols, schema=self.schema))
 
     def close(self) -> None:
@@ -56,8 +74,26 @@ class _Sink:
             self.w.close()
 
 
-def write_predictions(batches: Iterable[dict], out: str | None, fmt: str) -> tuple[int, int]:
-    """Write located rows; unreadable photos go to stderr. Returns (located, total). Atomic for files."""
+def _located(b: dict, min_conf: float | None, model, checked: list) -> tuple[dict, int]:
+    """The batch's located rows (reporting the others on stderr), withheld below ``min_conf``."""
+    err = np.asarray(b["error"]).astype(str)
+    ok = (err == "") & np.isfinite(np.asarray(b["lat"], dtype=float))
+    for f, e in zip(np.asarray(b["file"])[~ok], err[~ok]):
+        print(f"campusgps predict: skipped {f}: {e or 'no answer'}", file=sys.stderr)
+    rows = {k: np.array(v)[ok] for k, v in b.items()}  # copies: batches from Ray may be read-only
+    if min_conf is None or not ok.any():
+        return rows, 0
+    if not checked and not np.isfinite(np.asarray(rows["confidence"], float)).any():
+        raise UserError(f"{model}: this model gives no confidence (trained before campusgps had one); "
+                        f"retrain it, or run without --min-confidence")
+    checked.append(True)
+    return rows, withhold_columns(rows, min_conf)
+
+
+def write_predictions(batches: Iterable[dict], out: str | None, fmt: str, min_conf: float | None = None,
+                      model=None) -> tuple[int, int, int]:
+    """Write located rows; unreadable photos go to stderr. Returns (located, total, withheld). Files are
+    written to ``OUT.tmp`` and renamed at the end (no half-written output under the real name)."""
     tmp = None
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -65,44 +101,50 @@ def write_predictions(batches: Iterable[dict], out: str | None, fmt: str) -> tup
         fh = open(tmp, "wb" if fmt == "parquet" else "w", newline="" if fmt == "csv" else None)
     else:
         fh = sys.stdout
-    ok_n = total = 0
+    ok_n = total = withheld = 0
+    checked: list = []
     try:
         sink = _Sink(fmt, fh)
         for b in batches:
-            err = np.asarray(b["error"]).astype(str)
-            ok = (err == "") & np.isfinite(np.asarray(b["lat"], dtype=float))
-            for f, e in zip(np.asarray(b["file"])[~ok], err[~ok]):
-                print(f"campusgps predict: skipped {f}: {e or 'no answer'}", file=sys.stderr)
-            total += len(err)
-            ok_n += int(ok.sum())
-            if ok.any():
-                sink.write({k: np.asarray(v)[ok] for k, v in b.items()})
+            rows, w = _located(b, min_conf, model, checked)
+            total += len(b["file"])
+            ok_n += len(rows["file"])
+            withheld += w
+            if len(rows["file"]):
+                sink.write(rows)
         sink.close()
-    finally:
+    except BaseException:
         if fh is not sys.stdout:
             fh.close()
-    if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+    if fh is not sys.stdout:
+        fh.close()
         tmp.replace(out)
-    return ok_n, total
+    return ok_n, total, withheld
 
 
-def predict_with_engine(args, files: list, fmt: str) -> int:
+def report(ok: int, total: int, withheld: int, min_conf, out) -> None:
+    """The closing line on stderr, and the exit-2 error when nothing located."""
+    if out:
+        note = f" ({withheld} withheld: confidence below {min_conf:g})" if withheld else ""
+        print(f"located {ok} of {total} photos{note} -> {out}", file=sys.stderr)
+    if not ok:
+        raise UserError(f"none of the {total} photos could be read")
+
+
+def predict_with_engine(args, files: list, fmt: str, min_conf: float | None = None) -> int:
     """`campusgps predict` through an engine (``--engine ray`` or a ``.parquet`` output)."""
     from campusgps.engine import get_engine
-    from campusgps.errors import UserError
     from campusgps.localizers.base import Localizer
 
     Localizer.read_metadata(args.model)  # a bad bundle fails here, before any cluster starts
     engine = get_engine(args.engine, address=getattr(args, "ray_address", None),
                         workers=getattr(args, "workers", 0))
     try:
-        ok, total = write_predictions(
-            engine.predict_photos(args.model, [str(f) for f in files], batch_size=args.batch_size),
-            args.out, fmt)
+        batches = engine.predict_photos(args.model, [str(f) for f in files], batch_size=args.batch_size)
+        ok, total, withheld = write_predictions(batches, args.out, fmt, min_conf, args.model)
     finally:
         engine.close()
-    if args.out:
-        print(f"located {ok} of {total} photos -> {args.out}", file=sys.stderr)
-    if not ok:
-        raise UserError(f"none of the {total} photos could be read")
+    report(ok, total, withheld, min_conf, args.out)
     return 0

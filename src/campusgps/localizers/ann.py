@@ -31,6 +31,8 @@ KINDS = ("auto", "flat", "ivfpq", "hnsw")
 # answers -- every campus this project targets (10^3..10^4 photos) keeps its current accuracy exactly --
 # while IVF-PQ answers 10^5 in 0.7 ms at recall@10 0.97 and 10^6 in ~1 ms.
 AUTO_FLAT_MAX = 50_000
+# ivfpq trains 256-centroid product quantisers: fewer references than this cannot train one.
+IVFPQ_MIN_N = 256
 
 DEFAULTS = {
     "ivfpq": {"nlist": 0, "m": 32, "nprobe": 32, "k_factor": 64, "refine": "SQfp16"},
@@ -45,9 +47,10 @@ def auto_kind(n: int) -> str:
 
 
 def _nlist_for(n: int) -> int:
-    """~2 sqrt(n) cells, a power of two, capped so every cell gets >= 39 training points."""
+    """~2 sqrt(n) cells, a power of two, capped so every cell gets >= 39 training points (small sets get
+    fewer than 16 cells: a few hundred references still train, and nprobe then visits every cell)."""
     want = 2 ** int(round(math.log2(max(16.0, 2.0 * math.sqrt(max(n, 1))))))
-    return int(max(16, min(want, 65536, max(16, n // 39))))
+    return int(max(1, min(want, 65536, n // 39)))
 
 
 def _pq_m(d: int, m: int) -> int:
@@ -150,8 +153,8 @@ def _build_ivfpq(desc: np.ndarray, seed: int, params: dict):
     m = _pq_m(d, int(params.get("m", 32)))
     refine = str(params.get("refine", "SQfp16"))
     params.update(nlist=nlist, m=m, refine=refine)
-    if n < 39 * nlist or n < 256 * 4:
-        raise UserError(f"ivfpq needs at least {max(39 * nlist, 1024)} references to train "
+    if n < 39 * nlist or n < IVFPQ_MIN_N:
+        raise UserError(f"ivfpq needs at least {max(39 * nlist, IVFPQ_MIN_N)} references to train "
                         f"(got {n}); use --index flat for small sets")
     index = faiss.index_factory(d, f"IVF{nlist},PQ{m}x8,Refine({refine})", faiss.METRIC_INNER_PRODUCT)
     ref = faiss.downcast_index(index)
@@ -160,6 +163,8 @@ def _build_ivfpq(desc: np.ndarray, seed: int, params: dict):
     ivf.cp.max_points_per_centroid = 64  # trains on <= 64 * nlist samples: a tenth of the default time
     ivfpq = faiss.downcast_index(ivf)
     ivfpq.pq.cp.seed = int(seed) + 1
+    if n < 39 * 256:  # a small set: train the 256 codes per sub-quantiser anyway, without faiss's warning
+        ivfpq.pq.cp.min_points_per_centroid = 1
     ivfpq.do_polysemous_training = False  # minutes of training for Hamming filtering we never use
     rng = np.random.default_rng(seed)
     n_train = min(n, max(64 * nlist, 65536))

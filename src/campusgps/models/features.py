@@ -198,7 +198,8 @@ class FeatureCache:
             name += f"-{augment.key}"
         return self.root / bb.key / name
 
-    def _compute_fn(self, bb, pooling: str, batch_size: int) -> Callable[[list[np.ndarray]], np.ndarray]:
+    @staticmethod
+    def _compute_fn(bb, pooling: str, batch_size: int) -> Callable[[list[np.ndarray]], np.ndarray]:
         if pooling in ("gap", "gem"):
             return lambda ims: bb.embed(ims, batch_size=batch_size, pooling=pooling)
         if pooling == "maps":
@@ -238,6 +239,9 @@ class FeatureCache:
         return store.rows(keys)
 
     def _compute(self, dataset, bb, store, keys, todo, pooling, view, augment, batch_size, progress):
+        if _ENGINE[0] is not None:  # `train --engine ray`: the per-photo work as engine jobs
+            return _compute_with_engine(_ENGINE[0], dataset, bb, store, keys, todo, pooling, view, augment,
+                                        batch_size)
         from concurrent.futures import ThreadPoolExecutor
 
         from campusgps.errors import ImageError
@@ -284,3 +288,76 @@ class FeatureCache:
 
         target = self.root / bb.key if bb is not None else self.root
         shutil.rmtree(target, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- computing through an engine (train --engine)
+_ENGINE: list = [None]
+
+
+@contextlib.contextmanager
+def use_engine(engine):
+    """Within this block, features missing from any cache are computed by ``engine``
+    (:class:`campusgps.engine.base.Engine`; None: in this process, as always)."""
+    before, _ENGINE[0] = _ENGINE[0], engine
+    try:
+        yield engine
+    finally:
+        _ENGINE[0] = before
+
+
+def current_engine():
+    """The engine set by :func:`use_engine` (None: compute in this process)."""
+    return _ENGINE[0]
+
+
+class CacheWorker:
+    """One engine worker: decodes stored photos, applies the cache's deterministic view augmentation
+    (seeded by the file's sha256, as in-process) and computes ``pooling`` features with its own backbone."""
+
+    def __init__(self, backbone: str, key: str, pooling: str, view: int = 0, augment=None, max_side=None,
+                 batch_size: int = 32, options: dict | None = None):
+        from campusgps.models.backbones import get_backbone
+
+        self.bb = get_backbone(backbone, device="cpu", options=options)  # options: an onnx:PATH's settings
+        if self.bb.key != key:
+            raise RuntimeError(f"worker backbone {self.bb.key} differs from the driver's {key} (other weights?)")
+        self.view, self.augment, self.max_side = int(view), augment, max_side or self.bb.load_max_side()
+        self.compute = FeatureCache._compute_fn(self.bb, pooling, batch_size)
+
+    def __call__(self, batch: dict) -> dict:
+        from campusgps.errors import ImageError
+        from campusgps.exif import load_image
+
+        imgs, errors = [], []
+        for path in batch["path"]:
+            try:
+                im = load_image(str(path), max_side=self.max_side)
+                if self.view > 0:
+                    seed = int(file_sha256(Path(str(path)))[:12], 16) ^ (self.view * 0x9E3779B1)
+                    im = self.augment(im, np.random.default_rng(seed))
+                imgs.append(im)
+                errors.append("")
+            except (ImageError, OSError) as e:
+                errors.append(str(e) or "unreadable")
+        if any(errors):  # a stored image that does not decode: the driver stops with a clear error
+            feats = np.zeros((len(errors), 1), np.float32)
+        else:
+            feats = np.asarray(self.compute(imgs), np.float32)
+        return {"row": np.asarray(batch["row"], np.int64), "feat": feats, "error": np.asarray(errors, dtype=object)}
+
+
+def _compute_with_engine(engine, dataset, bb, store, keys, todo, pooling, view, augment, batch_size) -> None:
+    """Features of rows ``todo`` through ``engine``, appended to ``store`` batch by batch as they arrive
+    (an interrupted job keeps what was stored; every row comes back exactly once or the job fails)."""
+    paths = dataset.paths()
+    photos = [str(paths[i]) for i in todo]
+    kw = {"backbone": bb.name, "key": bb.key, "pooling": pooling, "view": view,
+          "augment": augment if view else None, "max_side": bb.load_max_side(), "batch_size": batch_size,
+          "options": getattr(bb, "settings", None) if str(bb.name).startswith("onnx:") else None}
+    for out in engine.map_photos(photos, CacheWorker, kw, batch_size):
+        bad = [(r, e) for r, e in zip(out["row"], out["error"]) if e]
+        if bad:
+            r, e = bad[0]
+            raise UserError(f"{photos[int(r)]}: stored image unreadable ({e}); re-run `campusgps ingest` "
+                            f"for {dataset.root}")
+        store.append([keys[todo[int(r)]] for r in out["row"]], out["feat"])

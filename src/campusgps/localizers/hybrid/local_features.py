@@ -169,3 +169,37 @@ def unpack_local_features(t: dict) -> list[LocalFeatures]:
     offs, xy, desc, wh = t["lf_offsets"], t["lf_xy"], t["lf_desc"], t["lf_wh"]
     return [LocalFeatures(xy[offs[i]:offs[i + 1]], desc[offs[i]:offs[i + 1]], (int(wh[i, 0]), int(wh[i, 1])))
             for i in range(len(offs) - 1)]
+
+
+class LocalFeatureWorker:
+    """Engine worker (``train --engine ray``): local features of a batch of stored photos, returned as plain
+    bytes per photo (``xy`` float32, ``desc`` uint8, image ``w``/``h``) so ragged results travel as columns."""
+
+    def __init__(self, max_side: int, max_keypoints: int):
+        self.max_side, self.max_keypoints = int(max_side), int(max_keypoints)
+
+    def __call__(self, batch: dict) -> dict:
+        from campusgps.exif import load_image
+
+        xy, desc, w, h = [], [], [], []
+        for path in batch["path"]:
+            f = extract_local_features(load_image(str(path), max_side=self.max_side), max_side=self.max_side,
+                                       max_keypoints=self.max_keypoints)
+            xy.append(np.ascontiguousarray(f.xy, np.float32).tobytes())
+            desc.append(np.ascontiguousarray(f.desc, np.uint8).tobytes())
+            w.append(int(f.size[0]))
+            h.append(int(f.size[1]))
+        return {"row": np.asarray(batch["row"], np.int64), "xy": np.asarray(xy, dtype=object),
+                "desc": np.asarray(desc, dtype=object), "w": np.asarray(w, np.int64), "h": np.asarray(h, np.int64)}
+
+
+def extract_with_engine(engine, paths: list, max_side: int, max_keypoints: int) -> list[LocalFeatures]:
+    """Local features of ``paths`` (in order) computed by ``engine`` workers."""
+    out: list = [None] * len(paths)
+    kw = {"max_side": max_side, "max_keypoints": max_keypoints}
+    for b in engine.map_photos([str(p) for p in paths], LocalFeatureWorker, kw, batch_size=16):
+        for r, xy, d, w, h in zip(b["row"], b["xy"], b["desc"], b["w"], b["h"]):
+            out[int(r)] = LocalFeatures(xy=np.frombuffer(bytes(xy), np.float32).reshape(-1, 2).copy(),
+                                        desc=np.frombuffer(bytes(d), np.uint8).reshape(-1, 128).copy(),
+                                        size=(int(w), int(h)))
+    return out

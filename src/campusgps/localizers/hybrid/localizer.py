@@ -93,8 +93,13 @@ class HybridLocalizer(RetrievalLocalizer):
         return extract_local_features(img, max_side=self.cfg.local_max_side, max_keypoints=max_kp)
 
     def _extract_dataset(self, ds) -> list[LocalFeatures]:
+        from campusgps.models.features import current_engine
         from campusgps.progress import progress_bar
 
+        if current_engine() is not None and len(ds):  # train --engine ray: per-photo work as engine jobs
+            from campusgps.localizers.hybrid.local_features import extract_with_engine
+
+            return extract_with_engine(current_engine(), ds.paths(), self.cfg.local_max_side, self.cfg.ref_keypoints)
         out = []
         bar = progress_bar(total=len(ds), desc="local features", unit="img")
         for i in range(len(ds)):

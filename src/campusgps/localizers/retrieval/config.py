@@ -45,5 +45,8 @@ class RetrievalConfig:
     night_query_lum: float = field(default=0.0, metadata={
         "help": "search the low-light views only for queries darker than this mean luminance (0-255); "
                 "0: for every query"})
+    index: str = field(default="auto", metadata={
+        "help": "reference index: auto (flat, exact, up to 50,000 references; ivfpq above), flat, ivfpq "
+                "(compressed, approximate) or hnsw", "choices": ["auto", "flat", "ivfpq", "hnsw"]})
     batch_size: int = field(default=32, metadata={"help": "images per backbone batch"})
     seed: int = field(default=0, metadata={"help": "random seed (held-out slice, projection head)"})

@@ -1,12 +1,39 @@
 """The reference index: FAISS inner-product search over reference descriptors and their low-light views.
 
+The indexes are :class:`campusgps.localizers.ann.AnnIndex` (``--index auto|flat|ivfpq|hnsw``, see
+:func:`build_ann`); the search functions below take the raw FAISS index inside (``ann.index``).
+
 Functions, not state: the localizer owns the built indexes and passes them in, so a search never changes
 the model (one fitted model serves many threads). A search may leave out references by id (``exclude``)
 and, per query, search only the plain references (``use_aug`` False: bright queries).
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def build_ann(desc: np.ndarray, kind: str = "flat", seed: int = 0, what: str = "references"):
+    """:class:`~campusgps.localizers.ann.AnnIndex` of ``desc`` (N, D) of the kind ``--index`` asks for.
+
+    ``auto`` is flat up to ``ann.AUTO_FLAT_MAX`` rows (exact, what a campus always had), ivfpq above. An
+    explicit ivfpq on fewer than ``ann.IVFPQ_MIN_N`` rows (too few to train its quantisers) falls back to
+    flat with a warning; the returned index's ``params["note"]`` says so (kept in the bundle)."""
+    from campusgps.localizers import ann
+
+    desc = np.asarray(desc, np.float32)
+    desc = np.ascontiguousarray(desc.reshape(len(desc), -1) if len(desc) else desc.reshape(0, desc.shape[-1]))
+    if kind == "ivfpq" and len(desc) < ann.IVFPQ_MIN_N:
+        note = (f"ivfpq needs >= {ann.IVFPQ_MIN_N} {what} to train (got {len(desc)}): flat index used "
+                f"(exact; index add keeps it flat)")
+        log.warning("%s", note)
+        out = ann.build_index(desc, "flat", seed=seed)
+        out.params["note"] = note
+        return out
+    return ann.build_index(desc, kind, seed=seed)
 
 
 def build_index(desc: np.ndarray):
@@ -86,3 +113,28 @@ def search(index, aug_index, aug_of, q: np.ndarray, k: int, use_aug: np.ndarray 
         s0, i0 = search_plain(index, q[~use_aug], k, bad)
         S[~use_aug], I[~use_aug] = merge_hits(s0, i0, S.shape[1])
     return S, I
+
+
+def pack(ref_index, aug_index) -> tuple[dict, dict]:
+    """Bundle tensors (serialised FAISS indexes, plain uint8 bytes: no pickle) and their metadata."""
+    t, m = {"faiss_index": ref_index.to_bytes()}, {"index": ref_index.meta}
+    if aug_index is not None:
+        t["aug_index"], m["aug_index"] = aug_index.to_bytes(), aug_index.meta
+    return t, m
+
+
+def unpack(tensors: dict, meta: dict):
+    """(reference index, low-light index or None) from :func:`pack`'s output. Bundles written before
+    ``--index`` hold a flat reference index and raw ``aug_desc`` rows (indexed flat here)."""
+    from campusgps.localizers.ann import AnnIndex
+
+    ref = AnnIndex.from_bytes(tensors["faiss_index"], meta.get("index") or {"kind": "flat"})
+    if tensors.get("aug_of") is None or not len(tensors["aug_of"]):
+        aug = None  # no low-light views (an index without its row map is not used)
+    elif tensors.get("aug_index") is not None:
+        aug = AnnIndex.from_bytes(tensors["aug_index"], meta.get("aug_index") or {"kind": "flat"})
+    elif tensors.get("aug_desc") is not None:
+        aug = build_ann(np.asarray(tensors["aug_desc"], np.float32).reshape(-1, ref.d), "flat")
+    else:
+        aug = None
+    return ref, aug

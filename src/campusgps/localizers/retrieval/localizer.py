@@ -42,9 +42,10 @@ class RetrievalLocalizer(Localizer):
         self.ref_time = np.zeros(0)
         self.aug_desc = np.zeros((0, 0), np.float32)  # extra (low-light) descriptors of references ...
         self.aug_of = np.zeros(0, np.int64)             # ... and the reference row each one belongs to
-        self._index = None      # FAISS index of ref_desc, rebuilt whenever the references change
+        self._index = None      # AnnIndex of ref_desc (kind from cfg.index), extended as references join
         self.confidence_model: ConfidenceModel | None = None
         self._aug_index = None  # ... and of aug_desc (None without low-light views)
+        self._selecting = False  # model selection searches an exact flat index
         self.thumbs: list[bytes] = []
         self.calib: dict = {}
         self.fusion: dict = {}
@@ -89,8 +90,21 @@ class RetrievalLocalizer(Localizer):
 
     # ------------------------------------------------------------------ index
     def _build_index(self) -> None:
-        self._index = X.build_index(self.ref_desc)
-        self._aug_index = X.build_index(self.aug_desc) if len(self.aug_of) else None
+        kind = "flat" if self._selecting else str(getattr(self.cfg, "index", "auto") or "auto")
+        seed = int(getattr(self.cfg, "seed", 0) or 0)
+        self._index = X.build_ann(self.ref_desc, kind, seed)
+        self._aug_index = X.build_ann(self.aug_desc, kind, seed, "low-light descriptors") if len(self.aug_of) else None
+
+    def _extend_index(self, desc: np.ndarray, n_aug_before: int) -> None:
+        """New references (and their low-light rows) join the built indexes; compressed kinds keep their
+        trained codebooks (no retraining), flat ones answer exactly as if rebuilt."""
+        if self._index is None or self._index.n + len(desc) != len(self.ref_desc):
+            return self._build_index()
+        self._index.add(desc)
+        if self._aug_index is not None:
+            self._aug_index.add(self.aug_desc[n_aug_before:])
+        elif len(self.aug_of):
+            self._aug_index = X.build_ann(self.aug_desc, self._index.kind, int(getattr(self.cfg, "seed", 0) or 0))
 
     def _dark_queries(self, images: list[np.ndarray]) -> np.ndarray | None:
         """Which queries may match the low-light reference views (None: all)."""
@@ -104,8 +118,9 @@ class RetrievalLocalizer(Localizer):
         if len(self.ref_desc) == 0:
             raise BundleError(f"this {self.method} model has an empty reference index: add mapping photos with "
                               f"`campusgps index add MODEL DATASET` or retrain")
-        index = self._index if self._index is not None else X.build_index(self.ref_desc)
-        return X.search(index, self._aug_index, self.aug_of, q, k, use_aug, X.excluded(self.ref_ids, exclude))
+        index = self._index if self._index is not None else X.build_ann(self.ref_desc)
+        aug = self._aug_index.index if self._aug_index is not None else None
+        return X.search(index.index, aug, self.aug_of, q, k, use_aug, X.excluded(self.ref_ids, exclude))
 
     # ------------------------------------------------------------------ fit
     def fit(self, dataset, **opts) -> "RetrievalLocalizer":
@@ -127,7 +142,11 @@ class RetrievalLocalizer(Localizer):
             q_sel = np.random.default_rng(self.cfg.seed).random(len(train)) < 0.2
             q_raw, q_en, ref_mask = raw_tr[q_sel], en_tr[q_sel], ~q_sel
         choices: dict = {}
-        proj = self._select_projection(raw_tr, en_tr, ref_mask, q_raw, q_en, choices)
+        self._selecting = True
+        try:
+            proj = self._select_projection(raw_tr, en_tr, ref_mask, q_raw, q_en, choices)
+        finally:
+            self._selecting = False
 
         # index of the train references; calibration on the held-out queries
         self._set_refs(proj(raw_tr[ref_mask]), en_tr[ref_mask], train.manifest[ref_mask],
@@ -148,8 +167,16 @@ class RetrievalLocalizer(Localizer):
         self.info.update({"data": {"n_train": int(len(train)), "n_val": int(len(val)),
                                    "n_references": int(len(self.ref_en)),
                                    "n_low_light_descriptors": int(len(self.aug_of))},
-                          "selection": choices, "backbone_key": self._expected_backbone_key})
+                          "selection": choices, "backbone_key": self._expected_backbone_key,
+                          "index": self.index_summary()})
         return self
+
+    def index_summary(self) -> dict:
+        """Kind, size and parameters of the reference (and low-light) index."""
+        out = {"references": self._index.meta if self._index is not None else None}
+        if self._aug_index is not None:
+            out["low_light"] = self._aug_index.meta
+        return out
 
     def _select_projection(self, raw_tr, en_tr, ref_mask, q_raw, q_en, choices: dict) -> Projection:
         """PCA-whitening on/off, then the geo-aligned head (kept when it helps), then the fusion settings;
@@ -251,7 +278,8 @@ class RetrievalLocalizer(Localizer):
     def _append_refs(self, desc, en, manifest, aug=None):
         if len(self.ref_desc) and desc.shape[1] != self.ref_desc.shape[1]:
             raise BundleError(f"descriptor size {desc.shape[1]} does not match the index ({self.ref_desc.shape[1]})")
-        offset = len(self.ref_en)
+        offset, n_aug = len(self.ref_en), len(self.aug_of)
+        desc = np.ascontiguousarray(desc, dtype=np.float32)
         self.ref_desc = np.ascontiguousarray(np.concatenate([self.ref_desc.reshape(-1, desc.shape[1]), desc]),
                                              dtype=np.float32)
         self._set_aug(aug, offset=offset, append=True)
@@ -259,7 +287,7 @@ class RetrievalLocalizer(Localizer):
         self.ref_ids += [str(x) for x in manifest["id"]]
         self.ref_files += [str(x) for x in manifest["file"]]
         self.ref_time = np.concatenate([np.asarray(self.ref_time, np.float64), times_of(manifest, len(manifest))])
-        self._build_index()
+        self._extend_index(desc, n_aug)
 
     def _collect_thumbnails(self, dataset):
         """Thumbnails for references that do not have one yet (looked up by id in ``dataset``)."""
@@ -295,6 +323,7 @@ class RetrievalLocalizer(Localizer):
         self._collect_thumbnails(sub)
         self._after_add(sub)
         self.info.setdefault("data", {})["n_references"] = int(len(self.ref_en))
+        self.info["index"] = self.index_summary()
         self.info.setdefault("index_additions", []).append({"n": int(len(sub)), "source": str(dataset.root)})
         return int(len(sub))
 
@@ -349,31 +378,18 @@ class RetrievalLocalizer(Localizer):
 
     # ------------------------------------------------------------------ persistence
     def _state(self):
-        import faiss
+        from campusgps.localizers.retrieval.bundle import state
 
-        if self._index is None:
-            self._build_index()
-        t = {"ref_en": self.ref_en.astype(np.float64),
-             "faiss_index": faiss.serialize_index(self._index).astype(np.uint8)}
-        if len(self.ref_time) == len(self.ref_en):
-            t["ref_time"] = np.asarray(self.ref_time, dtype=np.float64)
-        t.update(self.proj.tensors())
-        if len(self.aug_of):  # optional: bundles without them load as before
-            t["aug_desc"] = np.asarray(self.aug_desc, np.float32)
-            t["aug_of"] = np.asarray(self.aug_of, np.int64)
-        t["thumbs"], t["thumb_offsets"] = D.pack_bytes([bytes(b) for b in self.thumbs])
+        t, meta = state(self, STATE_VERSION)
         bt, bmeta = bundle_parts(self._bb)  # an ONNX backbone: its record (+ the model when small)
         t.update(bt)
-        meta = {**bmeta, "state_version": STATE_VERSION, "ref_ids": self.ref_ids, "ref_files": self.ref_files,
-                "fusion": self.fusion, "calib": self.calib, "backbone": self.cfg.backbone,
-                "backbone_key": self._expected_backbone_key, "dim": int(self.ref_desc.shape[1]),
-                "night_views": self._n_night_views()}
+        meta = {**bmeta, **meta}
         meta["confidence"] = self.confidence_model.to_dict() if self.confidence_model is not None else None
         return t, meta
 
     @classmethod
     def _from_state(cls, tensors, meta):
-        import faiss
+        from campusgps.localizers.retrieval.bundle import restore
 
         v = meta.get("state_version")
         if v != STATE_VERSION:
@@ -381,31 +397,7 @@ class RetrievalLocalizer(Localizer):
                               f"({STATE_VERSION}); retrain with `campusgps train DATASET --method {cls.method}`")
         loc = cls()
         loc.cfg = cls.Config(backbone=meta["backbone"])
-        loc._bundle_night_views = int(meta.get("night_views", 0) or 0)  # older bundles: none
-        loc.proj = Projection.from_tensors(tensors)
-        idx = faiss.deserialize_index(np.ascontiguousarray(tensors["faiss_index"], dtype=np.uint8))
-        loc._index = idx
-        loc.ref_desc = idx.reconstruct_n(0, idx.ntotal) if idx.ntotal else np.zeros((0, int(meta["dim"])), np.float32)
-        loc.ref_en = np.asarray(tensors["ref_en"], dtype=np.float64).reshape(-1, 2)
-        loc._set_aug(None)
-        if tensors.get("aug_of") is not None and len(tensors["aug_of"]):
-            loc.aug_desc = np.ascontiguousarray(tensors["aug_desc"], dtype=np.float32).reshape(-1, loc.ref_desc.shape[1])
-            loc.aug_of = np.asarray(tensors["aug_of"], np.int64)
-            if len(loc.aug_desc) != len(loc.aug_of) or loc.aug_of.max() >= len(loc.ref_en) or loc.aug_of.min() < 0:
-                raise BundleError(f"inconsistent {cls.method} bundle: low-light descriptors do not match the "
-                                  f"references; retrain with `campusgps train DATASET --method {cls.method}`")
-            loc._build_index()
-        loc.ref_ids, loc.ref_files = list(meta["ref_ids"]), list(meta["ref_files"])
-        rt = tensors.get("ref_time")
-        loc.ref_time = (np.asarray(rt, np.float64) if rt is not None and len(rt) == len(loc.ref_en)
-                        else np.full(len(loc.ref_en), np.nan))
-        if not (len(loc.ref_ids) == len(loc.ref_en) == idx.ntotal):
-            raise BundleError(f"inconsistent {cls.method} bundle: {idx.ntotal} indexed descriptors, "
-                              f"{len(loc.ref_en)} positions, {len(loc.ref_ids)} ids")
-        loc.thumbs = D.unpack_bytes(tensors.get("thumbs", np.zeros(0, np.uint8)),
-                                    tensors.get("thumb_offsets", np.zeros(1, np.int64)))
-        loc.fusion, loc.calib = dict(meta["fusion"]), dict(meta["calib"])
-        loc._expected_backbone_key = meta.get("backbone_key")
+        restore(loc, tensors, meta)
         loc._bb = from_bundle(tensors, meta)  # an ONNX backbone comes from the bundle (None: built-in, lazy)
         loc.confidence_model = ConfidenceModel.from_dict(meta.get("confidence"))
         return loc
