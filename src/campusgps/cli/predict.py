@@ -27,17 +27,14 @@ examples:
 
 
 def add_arguments(p):
+    from campusgps.engine import add_engine_arguments
+
     p.add_argument("model", metavar="MODEL", help="model bundle file")
     p.add_argument("paths", metavar="PATH", nargs="+", help="photos or folders")
     p.add_argument("--out", metavar="FILE", help="FILE.csv, FILE.geojson or FILE.parquet (streamed; default: CSV "
                                                  "on stdout)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (32)")
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local (this process) or ray (Ray Data jobs, a pool of model actors; "
-                        "pip install 'campusgps[ray]')")
-    p.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: join a cluster (auto, "
-                                                         "ray://host:port); default: a local Ray on this machine")
-    p.add_argument("--workers", type=int, default=0, help="with --engine ray: model actors (0: one per CPU)")
+    add_engine_arguments(p, "locating the photos", "model actors")
     p.add_argument("--min-confidence", metavar="P", default=None,
                    help="0..1: withhold answers less confident than P (empty lat/lon, flag low_confidence)")
 

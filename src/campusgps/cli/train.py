@@ -61,15 +61,12 @@ def _add_method_group(p, method: str, cls) -> None:
 def add_arguments(p):
     import dataclasses
 
+    from campusgps.engine import add_engine_arguments
+
     p.add_argument("dataset", metavar="DATASET", help="dataset folder written by `campusgps ingest` (and split)")
     p.add_argument("--method", default="regression", choices=list(METHODS), help="localization method (regression)")
     p.add_argument("--out", required=True, metavar="MODEL", help="model bundle file to write, e.g. model.cgps")
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="where per-photo features are computed: local (this process) or ray (Ray Data jobs, "
-                        "pip install 'campusgps[ray]')")
-    p.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: join a cluster (auto, "
-                                                         "ray://host:port); default: a local Ray on this machine")
-    p.add_argument("--workers", type=int, default=0, help="with --engine ray: backbone actors (0: one per CPU)")
+    add_engine_arguments(p, "per-photo feature extraction", "backbone actors")
     owners: dict[str, set[str]] = {}
     for method, cls in _method_classes():
         _add_method_group(p, method, cls)

@@ -16,4 +16,14 @@ from __future__ import annotations
 
 from campusgps.engine.base import ENGINES, Engine, EngineError, RowTracker, get_engine
 
-__all__ = ["ENGINES", "Engine", "EngineError", "RowTracker", "get_engine"]
+__all__ = ["ENGINES", "Engine", "EngineError", "RowTracker", "add_engine_arguments", "get_engine"]
+
+
+def add_engine_arguments(p, work: str, actors: str) -> None:
+    """``--engine``, ``--ray-address``, ``--workers`` for a command whose per-photo ``work`` can run on Ray."""
+    p.add_argument("--engine", choices=list(ENGINES), default="local",
+                   help=f"where {work} runs: local (this process) or ray (Ray Data jobs over a pool of {actors}; "
+                        "pip install 'campusgps[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="with --engine ray: join a cluster (auto, "
+                                                         "ray://host:port); default: a local Ray on this machine")
+    p.add_argument("--workers", type=int, default=0, help=f"with --engine ray: {actors} (0: one per CPU)")
