@@ -22,7 +22,7 @@ from campusgps.errors import UserError
 from campusgps.models import fastpaths, preprocess
 from campusgps.models.fastpaths import cache_root, cosine_rows, probe_images  # noqa: F401  (re-exported)
 from campusgps.models.nets import REGISTRY, BackboneSpec, available_backbones  # noqa: F401
-from campusgps.models.pooling import gem  # noqa: F401  (re-exported: models.backbones.gem)
+from campusgps.models.pooling import embed_in_batches, gem  # noqa: F401  (gem re-exported: models.backbones.gem)
 
 
 def _file_sha256(path: str) -> str:
@@ -171,19 +171,12 @@ class Backbone:
     def embed(self, images: Sequence[np.ndarray], batch_size: int = 32, pooling: str = "gap",
               progress: bool = False) -> np.ndarray:
         """(N, D) float32 pooled features (not normalised). pooling: gap (global average) or gem (p=3)."""
-        if pooling not in ("gap", "gem"):
-            raise UserError(f"unknown pooling {pooling!r}; use gap or gem")
-        from campusgps.progress import progress_bar
+        def pool_batch(imgs):
+            maps, pooled = self._maps_and_pooled(self.preprocess(imgs), want_maps=(pooling == "gem"))
+            return gem(maps) if pooling == "gem" else pooled
 
-        out = np.empty((len(images), self.feature_dim), np.float32)
-        bar = progress_bar(total=len(images), desc=f"features {self.name}", unit="img", enable=progress)
-        for s in range(0, len(images), batch_size):
-            batch = self.preprocess(images[s:s + batch_size])
-            maps, pooled = self._maps_and_pooled(batch, want_maps=(pooling == "gem"))
-            out[s:s + len(batch)] = gem(maps) if pooling == "gem" else pooled
-            bar.update(len(batch))
-        bar.close()
-        return out
+        return embed_in_batches(images, batch_size, self.feature_dim, pooling, f"features {self.name}", progress,
+                                pool_batch)
 
     def feature_maps(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """(N, C, h, w) float32 maps of the last conv layer."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from campusgps.errors import BundleError, UserError
 from campusgps.models import onnx_settings
-from campusgps.models.pooling import gem
+from campusgps.models.pooling import embed_in_batches, gem
 
 ONNX_PREFIX = "onnx:"
 EMBED_MAX_BYTES = 50 * 1024 * 1024
@@ -189,20 +189,14 @@ class OnnxBackbone:
     def embed(self, images: Sequence[np.ndarray], batch_size: int = 32, pooling: str = "gap",
               progress: bool = False) -> np.ndarray:
         """(N, D) float32: the model's global vector as it is, or its maps pooled (gap: average, gem: p=3)."""
-        if pooling not in ("gap", "gem"):
-            raise UserError(f"unknown pooling {pooling!r}; use gap or gem")
-        from campusgps.progress import progress_bar
-
-        out = np.empty((len(images), self.feature_dim), np.float32)
-        bar = progress_bar(total=len(images), desc=f"features {self.name}", unit="img", enable=progress)
-        for s in range(0, len(images), batch_size):
-            y = self._run(self.preprocess(images[s:s + batch_size]))
+        def pool_batch(imgs):
+            y = self._run(self.preprocess(imgs))
             if self.output_kind == "maps":
                 y = gem(y) if pooling == "gem" else y.mean((2, 3))
-            out[s:s + len(y)] = y
-            bar.update(len(y))
-        bar.close()
-        return out
+            return y
+
+        return embed_in_batches(images, batch_size, self.feature_dim, pooling, f"features {self.name}", progress,
+                                pool_batch)
 
     def feature_maps(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """(N, C, h, w) float32 maps (models whose output is feature maps)."""
