@@ -38,15 +38,42 @@ def _to_gray(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return a, s
 
 
+DIM_LUM = (35.0, 90.0)  # mean gray level (0-255) band of a "dim" photo that ``enhance_dim`` equalizes
+
+
+def enhance_dim(gray: np.ndarray, mode: str = "clahe", lum_band: tuple = DIM_LUM) -> np.ndarray:
+    """Illumination normalisation of a dim gray image before SIFT (``mode`` clahe | off).
+
+    A photo whose mean gray level lies in ``[lum_band[0], lum_band[1])`` (dusk, shade) gets CLAHE (clip limit
+    2, 8x8 tiles), which lifts its weak gradients over SIFT's contrast threshold. Brighter photos are left as
+    they are, and so are darker ones (night): there sensor noise dominates and equalizing it adds noise
+    keypoints that match anything (measured on a simulated campus: dusk median 20.6 -> 12.0 m, night
+    32.6 -> 41.6 m when night photos were equalized too).
+    """
+    if mode == "off":
+        return gray
+    if mode != "clahe":
+        raise ValueError(f"unknown dark enhancement {mode!r} (clahe | off)")
+    lum = float(gray.mean()) if gray.size else 0.0
+    if not lum_band[0] <= lum < lum_band[1]:
+        return gray
+    import cv2
+
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(np.ascontiguousarray(gray, np.uint8))
+
+
 def extract_local_features(img: np.ndarray, max_side: int = 640, max_keypoints: int = 1000,
-                           contrast_threshold: float = 0.02) -> LocalFeatures:
+                           contrast_threshold: float = 0.02, enhance: str = "off",
+                           lum_band: tuple = DIM_LUM) -> LocalFeatures:
     """RootSIFT features of an RGB (or gray) uint8 image, resized to at most ``max_side``.
 
     Keeps the ``max_keypoints`` strongest responses. Blank/black/tiny images give zero features.
+    ``enhance``: illumination normalisation of dim images first (see ``enhance_dim``).
     """
     import cv2
 
     gray, _ = _to_gray(img, max_side)
+    gray = enhance_dim(gray, enhance, lum_band)
     h, w = gray.shape[:2]
     empty = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (w, h))
     if min(h, w) < 16 or float(gray.std()) < 1.0:

@@ -65,6 +65,14 @@ class HybridConfig(RetrievalConfig):
         "help": "queries with fewer RootSIFT keypoints (night, blur) use min_inliers x low_kp_factor"})
     low_kp_factor: float = field(default=0.0, metadata={"help": "min_inliers factor for low-keypoint queries "
                                                                  "(0: chosen among 1.0 and 0.6 on held-out photos)"})
+    dark_enhance: str = field(default="clahe", metadata={
+        "help": "illumination normalisation of dim query photos before RootSIFT (references unchanged): clahe "
+                "equalizes queries whose mean gray level is in [dim_lum_min, dim_lum_max); off: none. Measured "
+                "(small campus, seed 1): dusk median 20.6 -> 12.0 m, day unchanged",
+        "choices": ["clahe", "off"]})
+    dim_lum_min: float = field(default=35.0, metadata={
+        "help": "darker queries (night) are not equalized: noise dominates (night median got worse, 32.6 -> 41.6 m)"})
+    dim_lum_max: float = field(default=90.0, metadata={"help": "brighter queries are not equalized (0-255 scale)"})
     select_on: str = field(default="mapped", metadata={
         "help": "mapped: choose fusion settings and calibrate radius_m on mapping photos searched with their own "
                 "spot left out (queries come from mapped areas); val: on the location-grouped val split",
@@ -91,6 +99,12 @@ class HybridLocalizer(RetrievalLocalizer):
     # ------------------------------------------------------------------ local features
     def _extract(self, img: np.ndarray, max_kp: int) -> LocalFeatures:
         return extract_local_features(img, max_side=self.cfg.local_max_side, max_keypoints=max_kp)
+
+    def _extract_query(self, img: np.ndarray) -> LocalFeatures:
+        """A query's (or held-out photo's) features: dim photos are equalized first (``dark_enhance``)."""
+        c = self.cfg
+        return extract_local_features(img, max_side=c.local_max_side, max_keypoints=c.max_keypoints,
+                                      enhance=c.dark_enhance, lum_band=(c.dim_lum_min, c.dim_lum_max))
 
     def _extract_dataset(self, ds) -> list[LocalFeatures]:
         from campusgps.models.features import current_engine
@@ -137,7 +151,7 @@ class HybridLocalizer(RetrievalLocalizer):
     # ------------------------------------------------------------------ verification
     def _verify(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray):
         """Local-feature verification of one query against its shortlist. Returns (n_query_kp, inliers)."""
-        q = self._extract(img, self.cfg.max_keypoints)
+        q = self._extract_query(img)
         return len(q), verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac)
 
     def _min_inliers(self, nkp: int, min_inliers: int, factor: float | None = None) -> int:
