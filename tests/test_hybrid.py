@@ -94,3 +94,17 @@ def test_hybrid_trains_on_a_dataset_without_val_split(tmp_path):
     assert len(loc.lf) == n_train
     p = loc.predict(ds.subset("test").paths()[:4])
     assert np.isfinite(p.lat).all()
+
+
+def test_hybrid_dark_enhance_setting_round_trips(hybrid, tmp_path):
+    import copy
+    import dataclasses
+
+    loc, _ = hybrid
+    assert loc.cfg.dark_enhance == "clahe"  # the default: dim queries are equalized before RootSIFT
+    off = copy.copy(loc)
+    off.cfg = dataclasses.replace(loc.cfg, dark_enhance="off", dim_lum_min=20.0, dim_lum_max=70.0)
+    off.config = dataclasses.asdict(off.cfg)  # what bundles store
+    loaded = Localizer.load(off.save(tmp_path / "off.cgps"))
+    assert (loaded.cfg.dark_enhance, loaded.cfg.dim_lum_min, loaded.cfg.dim_lum_max) == ("off", 20.0, 70.0)
+    assert loc.cfg.dark_enhance == "clahe"
