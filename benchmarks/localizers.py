@@ -186,6 +186,12 @@ def main():
         fitted["hybrid"] = hy
         run_method("hybrid", hy, qds, images, truth_en, groups, results, s)
         results["hybrid_selection"] = {k: v for k, v in hy.info["selection"].items() if not k.endswith("grid")}
+        if "dark_enhance" not in skip:  # the same bundle, dim queries' RootSIFT without CLAHE (query-side only)
+            plain = copy.copy(hy)
+            plain.cfg = copy.copy(hy.cfg)
+            plain.cfg.dark_enhance = "off"
+            run_method("hybrid without dim-query CLAHE (--dark-enhance off)", plain, qds, images, truth_en, groups,
+                       results)
 
     if "ensemble" not in skip and len(fitted) >= 2:
         members = [fitted[k] for k in ("hybrid", "retrieval", "regression") if k in fitted]
