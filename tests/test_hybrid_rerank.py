@@ -10,7 +10,8 @@ from conftest import make_toy_dataset
 def _geo(inl, log_scale):
     from campusgps.localizers.hybrid.verification import GEOMETRY
 
-    g = dict(tentative=2.0 * inl, log_scale=log_scale, log_scale_mad=0.1, displacement=0.05, query_cover=0.3)
+    g = dict(tentative=2.0 * inl, log_scale=log_scale, log_scale_mad=0.1, displacement=0.05, query_cover=0.3,
+             homography_share=0.5)
     return [g[n] for n in GEOMETRY]
 
 
@@ -130,7 +131,9 @@ def test_version_1_bundle_predicts_without_reranker_and_unknown_versions_fail(hy
     loc, ds = hybrid
     t, meta = loc._state()
     t.pop("lf_scale")
-    old = HybridLocalizer._from_state(dict(t), {**meta, "hybrid_state_version": 1, "rerank": None})
+    hyb = {k: v for k, v in meta["hybrid"].items() if k != "rerank"}
+    old = HybridLocalizer._from_state(dict(t), {**meta, "hybrid_state_version": 1, "rerank": None, "hybrid": hyb})
+    old.frame, old.cfg = loc.frame, loc.cfg  # what Localizer.load sets after _from_state
     assert old.reranker is None and all(f.scale is None for f in old.lf)
     p = old.predict(ds.subset("test").paths()[:3])
     assert np.isfinite(p.east).all()

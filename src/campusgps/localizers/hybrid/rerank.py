@@ -34,7 +34,7 @@ RERANK_FEATURES = (
     "log_inliers", "log_inliers_sum", "log_photos_verified", "rel_inliers", "inlier_ratio",
     "similarity", "similarity_gap", "log_rank", "log_neighbours", "log_neighbour_inliers", "rel_place_inliers",
     "abs_log_scale", "log_scale", "log_scale_mad", "displacement", "query_cover", "rel_abs_log_scale",
-    "log_keypoints")
+    "log_keypoints", "homography_share")
 G = {n: k for k, n in enumerate(GEOMETRY)}
 
 
@@ -77,7 +77,7 @@ def spot_candidates(sims, idx, inl, geo, nkp: int, min_inliers: int, ref_spot, r
         [sims[m].max() - s_top for m in members], np.log1p([m.min() for m in members]),
         np.log1p(nb.sum(1)), np.log1p(nb_inl), np.log((place + 1) / (place.max() + 1)),
         abs_ls, g[:, G["log_scale"]], g[:, G["log_scale_mad"]], g[:, G["displacement"]], g[:, G["query_cover"]],
-        abs_ls_f - abs_ls_f.min(), np.full(len(cand), np.log1p(nkp))])
+        abs_ls_f - abs_ls_f.min(), np.full(len(cand), np.log1p(nkp)), g[:, G["homography_share"]]])
     return Candidates(cand, pos, np.nan_to_num(X), members)
 
 

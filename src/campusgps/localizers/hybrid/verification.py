@@ -18,8 +18,9 @@ from campusgps.localizers.hybrid.local_features import (LocalFeatures, empty_loc
 # per verified pair (see ``pair_geometry``): tentative matches, and over the RANSAC inliers the median log
 # ratio of the query's to the reference's keypoint scale (both relative to image width; > 0: the query sees
 # the scene larger, i.e. from closer), its median absolute deviation, the median displacement of the
-# matched points (fraction of the width) and the share of the query image the inliers cover
-GEOMETRY = ("tentative", "log_scale", "log_scale_mad", "displacement", "query_cover")
+# matched points (fraction of the width), the share of the query image the inliers cover, and the share of
+# the inliers one homography explains (a camera that only turned, i.e. stood on the same spot: all of them)
+GEOMETRY = ("tentative", "log_scale", "log_scale_mad", "displacement", "query_cover", "homography_share")
 
 
 def pair_geometry(q: LocalFeatures, r: LocalFeatures, m: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -38,6 +39,16 @@ def pair_geometry(q: LocalFeatures, r: LocalFeatures, m: np.ndarray, mask: np.nd
     pq = q.xy[mi[:, 0]]
     span = (np.percentile(pq, 90, axis=0) - np.percentile(pq, 10, axis=0)) / np.maximum(q.size, 1)
     g[4] = float(np.prod(np.clip(span, 0, 1)))
+    if len(mi) >= 8:
+        import cv2
+
+        thr = 2 * max(1.0, 0.004 * max(*q.size, *r.size))
+        try:
+            H, hm = cv2.findHomography(q.xy[mi[:, 0]].astype(np.float64), r.xy[mi[:, 1]].astype(np.float64),
+                                       cv2.RANSAC, thr, maxIters=500, confidence=0.99)
+            g[5] = float(hm.mean()) if H is not None and hm is not None else 0.0
+        except cv2.error:
+            g[5] = 0.0
     return g
 
 
