@@ -19,7 +19,7 @@ from campusgps.localizers.evidence import brightness
 from campusgps.localizers.hybrid.confidence import ConfidenceModel, apply_hybrid_confidence, fit_hybrid_confidence
 from campusgps.localizers.hybrid.local_features import (LocalFeatures, extract_local_features,
                                                         pack_local_features, unpack_local_features)
-from campusgps.localizers.hybrid.rerank import Reranker, fuse_around, spot_candidates
+from campusgps.localizers.hybrid.rerank import KEEP_MODE_M, Reranker, fuse_around, spot_candidates
 from campusgps.localizers.hybrid.verification import fuse_verified, inlier_threshold, verify_shortlist
 from campusgps.localizers.retrieval import RetrievalConfig, RetrievalLocalizer
 from campusgps.localizers.retrieval.fusion import fuse_with
@@ -155,24 +155,26 @@ class HybridLocalizer(RetrievalLocalizer):
         return len(q), inl, geo
 
     def _answer(self, sims, idx, inl, geo, nkp: int, params: dict | None = None):
-        """The verified answer of one shortlist: ``(Verified or None, candidates, scores)``. With the
-        re-ranker the best-scoring verified spot and its agreeing spots are fused (candidates/scores: the
-        verified spots and their logits); otherwise (or without a fitted re-ranker) the density mode."""
+        """The verified answer of one shortlist: ``(Verified or None, candidates, scores)``: the density mode
+        of the verified spots; with the re-ranker, when its best-scoring spot lies more than ``KEEP_MODE_M``
+        from the mode's answer, that spot and the spots agreeing with it instead (candidates/scores: the
+        verified spots and their logits, None without a fitted re-ranker or with ``rerank="off"``)."""
         h = {**self.hybrid, **(params or {})}
         if nkp < 8:
             return None, None, None
         mi = self._min_inliers(nkp, h["min_inliers"], h.get("low_kp_factor"))
         agg, level = h.get("agg", "max"), h.get("level", self.cfg.fusion_level)
-        if self.reranker is not None and h.get("rerank", "off") == "learned":
-            spot, pos = self._spots()
-            c = spot_candidates(sims, idx, inl, geo, nkp, mi, spot, pos)
-            if c is None:
-                return None, None, None
-            z = self.reranker.scores(c)
-            r = fuse_around(self.ref_en, self._spots, idx, inl, mi, h["power"], h["bandwidth_m"],
-                            c.pos[int(np.argmax(z))], agg=agg, level=level, spot_m=self.cfg.spot_m)
-            return r, c, z
-        return self._fuse_verified(sims, idx, inl, mi, h["power"], h["bandwidth_m"], agg=agg, level=level), None, None
+        r = self._fuse_verified(sims, idx, inl, mi, h["power"], h["bandwidth_m"], agg=agg, level=level)
+        if r is None or self.reranker is None or h.get("rerank", "off") != "learned":
+            return r, None, None
+        spot, pos = self._spots()
+        c = spot_candidates(sims, idx, inl, geo, nkp, mi, spot, pos, h["power"], h["bandwidth_m"], agg)
+        z = self.reranker.scores(c)
+        best = c.pos[int(np.argmax(z))]
+        if np.hypot(*(r.fused.center - best)) > KEEP_MODE_M:
+            r = fuse_around(self.ref_en, self._spots, idx, inl, mi, h["power"], h["bandwidth_m"], best, agg=agg,
+                            level=level, spot_m=self.cfg.spot_m)
+        return r, c, z
 
     def _min_inliers(self, nkp: int, min_inliers: int, factor: float | None = None) -> int:
         f = self.hybrid.get("low_kp_factor", 1.0) if factor is None else factor
@@ -269,8 +271,10 @@ class HybridLocalizer(RetrievalLocalizer):
 
         t = time.perf_counter()
         SL, spot, pos = self.cfg.shortlist, *self._spots()
-        cands = [spot_candidates(s[:SL], i[:SL], inl, geo, nkp, self._min_inliers(nkp, self.hybrid["min_inliers"]),
-                                 spot, pos) if nkp >= 8 else None for s, i, inl, nkp, geo in records]
+        h = self.hybrid
+        cands = [spot_candidates(s[:SL], i[:SL], inl, geo, nkp, self._min_inliers(nkp, h["min_inliers"]), spot, pos,
+                                 h["power"], h["bandwidth_m"], h.get("agg", "max")) if nkp >= 8 else None
+                 for s, i, inl, nkp, geo in records]
         self.reranker = Reranker.fit(cands, held.truth, held.groups)
         off, _ = evaluate(self.hybrid)
         if self.reranker is None:
