@@ -163,3 +163,19 @@ def test_cli_has_the_rerank_option():
     assert p.parse_args(["--rerank", "off"]).rerank == "off"
     with pytest.raises(SystemExit):
         p.parse_args(["--rerank", "sometimes"])
+
+
+def test_rerank_evidence_orders_alternatives_by_score():
+    """The re-ranker's places: score order, >= 30 m from the answer and from each other; margin to the best
+    competing place."""
+    from campusgps.localizers.hybrid.confidence import rerank_evidence
+    from campusgps.localizers.hybrid.rerank import Candidates
+
+    pos = np.array([[0.0, 0.0], [5.0, 0.0], [100.0, 0.0], [110.0, 0.0], [0.0, 200.0]])
+    c = Candidates(np.arange(5), pos, np.zeros((5, 1)), [])
+    z = np.array([2.0, 1.5, -1.0, 0.5, -3.0])
+    x, places, aw = rerank_evidence([1.0, 0.0], c, z)
+    assert [tuple(p) for p, _ in places] == [(110.0, 0.0), (0.0, 200.0)]
+    assert x[1] == pytest.approx(2.0 - 0.5) and aw == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert places[0][1] > places[1][1]
+    assert rerank_evidence([1.0, 0.0], None, None) is None

@@ -276,10 +276,10 @@ class HybridLocalizer(RetrievalLocalizer):
                                  h["power"], h["bandwidth_m"], h.get("agg", "max")) if nkp >= 8 else None
                  for s, i, inl, nkp, geo in records]
         self.reranker = Reranker.fit(cands, held.truth, held.groups)
-        off, _ = evaluate(self.hybrid)
+        off, off_extra = evaluate(self.hybrid)
         if self.reranker is None:
             choices_out["rerank"] = {"fitted": False, "note": "too few held-out photos with competing spots"}
-            return off, evaluate(self.hybrid)[1]["rr"]
+            return off, off_extra["rr"]
         self.hybrid["rerank"] = "learned"
         err, extra = evaluate(self.hybrid)
         choices_out["rerank"] = {
