@@ -107,7 +107,8 @@ def hybrid(tmp_path_factory):
     from campusgps.localizers.hybrid import HybridLocalizer
 
     ds = make_toy_dataset(tmp_path_factory.mktemp("hybrr") / "toy", n_spots=12, views=4, size=(160, 120))
-    return HybridLocalizer(backbone="tiny-cnn", finetune="off", shortlist=10, thumbnails=False).fit(ds), ds
+    return HybridLocalizer(backbone="tiny-cnn", finetune="off", shortlist=10, thumbnails=False,
+                           rerank="learned").fit(ds), ds
 
 
 def test_bundle_round_trip_with_scales_and_reranker(hybrid, tmp_path):
@@ -116,7 +117,8 @@ def test_bundle_round_trip_with_scales_and_reranker(hybrid, tmp_path):
     loaded = Localizer.load(loc.save(tmp_path / "h.cgps"))
     for a, b in zip(loc.lf, loaded.lf):
         np.testing.assert_array_equal(a.scale, b.scale)
-    assert (loaded.reranker is None) == (loc.reranker is None)
+    assert loc.reranker is not None and loaded.reranker is not None and loaded.hybrid["rerank"] == "learned"
+    assert "rerank_probability" in loc.confidence_model.names
     if loc.reranker is not None:
         np.testing.assert_allclose(loaded.reranker.model.coef, loc.reranker.model.coef)
     test = ds.subset("test").paths()
