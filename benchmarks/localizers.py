@@ -4,8 +4,8 @@
 
 One run: synth (small, seed 1) -> ingest photos -> split (val, no test: the synth queries are the test set)
 -> ingest queries -> fit mean / regression / retrieval (k=1, chosen k, + fine-tuned head) / hybrid (previous
-photo-level fusion selected on val, the current spot-level fusion selected on mapped photos, and the same
-with the learned place re-ranker, ``--skip rerank`` to leave it out) / ensemble -> predict the queries -> median, mean, P90, acc@5/10 m vs truth, radius calibration (fraction of
+photo-level fusion selected on val, and the current spot-level fusion selected on mapped photos) /
+ensemble -> predict the queries -> median, mean, P90, acc@5/10 m vs truth, radius calibration (fraction of
 truths inside radius_m), seconds per query; by condition and for the repeated-facade area.
 Prints a table and writes benchmarks/results/localizers.json. The CPU is shared (2 cores): timings are
 what this machine gave during the run.
@@ -186,12 +186,6 @@ def main():
         fitted["hybrid"] = hy
         run_method("hybrid", hy, qds, images, truth_en, groups, results, s)
         results["hybrid_selection"] = {k: v for k, v in hy.info["selection"].items() if not k.endswith("grid")}
-    if "hybrid" not in skip and "rerank" not in skip:  # issue 13: the place re-ranker, with vs without
-        rr, s = fit("hybrid_rerank", lambda: HybridLocalizer(backbone=args.backbone, finetune="off",
-                                                             rerank="learned").fit(ds))
-        run_method("hybrid + learned place re-ranker", rr, qds, images, truth_en, groups, results, s)
-        results["hybrid_rerank_selection"] = rr.info["selection"].get("rerank")
-        del rr
 
     if "ensemble" not in skip and len(fitted) >= 2:
         members = [fitted[k] for k in ("hybrid", "retrieval", "regression") if k in fitted]

@@ -152,6 +152,12 @@ def test_rerank_off_is_the_density_mode(hybrid):
     ref = loc._fuse_verified(sims, idx, inl, loc._min_inliers(600, loc.hybrid["min_inliers"]),
                              loc.hybrid["power"], loc.hybrid["bandwidth_m"], agg=loc.hybrid.get("agg", "max"))
     np.testing.assert_allclose(r_off.fused.center, ref.fused.center)
+    old, loc.cfg.rerank = loc.cfg.rerank, "off"  # switching the fitted model off (benchmarks' with/without)
+    try:
+        assert loc._answer(sims, idx, inl, geo, 600)[1] is None
+    finally:
+        loc.cfg.rerank = old
+    assert loc._answer(sims, idx, inl, geo, 600)[1] is not None
 
 
 def test_cli_has_the_rerank_option():

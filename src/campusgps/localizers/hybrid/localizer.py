@@ -150,8 +150,11 @@ class HybridLocalizer(RetrievalLocalizer):
         q = self._extract(img, self.cfg.max_keypoints)
         return len(q), verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac)
 
-    def _reranking(self) -> bool:
-        return self.reranker is not None and self.hybrid.get("rerank", "off") == "learned"
+    def _reranking(self, h: dict | None = None) -> bool:
+        """Whether answers use the re-ranker: fitted, switched on by the fit, and ``cfg.rerank`` still
+        "learned" (setting it to "off" on a fitted model gives exactly the density-mode answers)."""
+        h = self.hybrid if h is None else h
+        return self.reranker is not None and h.get("rerank", "off") == "learned" and self.cfg.rerank == "learned"
 
     def _verify_geometry(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray, geometry: bool = True):
         """Like ``_verify``, plus the viewpoint evidence of every pair: (n_query_kp, inliers, geometry);
@@ -173,7 +176,7 @@ class HybridLocalizer(RetrievalLocalizer):
         mi = self._min_inliers(nkp, h["min_inliers"], h.get("low_kp_factor"))
         agg, level = h.get("agg", "max"), h.get("level", self.cfg.fusion_level)
         r = self._fuse_verified(sims, idx, inl, mi, h["power"], h["bandwidth_m"], agg=agg, level=level)
-        if r is None or self.reranker is None or h.get("rerank", "off") != "learned":
+        if r is None or not self._reranking(h):
             return r, None, None
         spot, pos = self._spots()
         c = spot_candidates(sims, idx, inl, geo, nkp, mi, spot, pos, h["power"], h["bandwidth_m"], agg)
