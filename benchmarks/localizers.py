@@ -80,7 +80,8 @@ def run_method(name, loc, qds, images, truth_en, groups, results, fit_s=None):
 # stores or selects (a second hybrid is trained); otherwise the fitted hybrid is copied and only its predict
 # setting changes. A direction whose option this build does not have is reported as such.
 DIRECTIONS = [
-    {"name": "place-level re-ranking of verified spots", "field": "rerank", "off": "off", "refit": False},
+    {"name": "learned place re-ranker of verified spots", "field": "rerank", "off": "off", "on": "learned",
+     "refit": True},
     {"name": "dark-query enhancement for local features", "field": "dark_enhance", "off": "off", "refit": False},
     {"name": "low-light reference views in the shortlist", "field": "night_views", "off": 0, "on": 2,
      "refit": True},
