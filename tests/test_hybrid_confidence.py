@@ -17,7 +17,7 @@ def hybrid(tmp_path_factory):
 
 
 def test_hybrid_predictions_carry_confidence_radius_and_alternatives(hybrid, tmp_path):
-    from campusgps.localizers.evidence import HYBRID_FEATURES
+    from campusgps.localizers.hybrid.confidence import CONFIDENCE_FEATURES as HYBRID_FEATURES  # + re-ranker's
 
     loc, ds = hybrid
     model = loc.confidence_model

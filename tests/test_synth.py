@@ -167,3 +167,32 @@ def test_render_resolution_and_conditions():
     a = render(w, Camera(p[0] + 10, p[1], 1.5, 90.0, 2.0, 1.0, 66.0), Lighting("dusk", 290, 4), seed=2)
     b = render(w, Camera(p[0] + 10, p[1], 1.5, 90.0, 2.0, 1.0, 66.0), Lighting("dusk", 290, 4), seed=2)
     assert np.array_equal(a, b)
+
+
+def test_every_tree_has_its_own_billboard_unless_shared():
+    """Real trees differ: with the default world no two trees share a billboard, so local features cannot
+    match one tree's leaves to another's 100 m away; ``tree_sprites="shared"`` rebuilds the version-1 world
+    (ten pixel-identical billboards for all trees) with every other sprite unchanged."""
+    from campusgps.synth.world import build_world
+
+    uniq, shared = build_world("tiny", 3), build_world("tiny", 3, tree_sprites="shared")
+    trees = lambda w: [int(s) for s in w.objects["sprite"] if w.sprites[s].kind == "tree"]  # noqa: E731
+    tu, ts = trees(uniq), trees(shared)
+    assert len(tu) == len(ts) > 10
+    assert len(set(tu)) == len(tu)                      # one billboard per tree
+    assert len(set(ts)) <= 10                          # version 1: a handful shared by all
+    img = lambda i: uniq.sprites[i].img[0]  # noqa: E731
+    same_kind = [(a, b) for a, b in zip(tu[:-1], tu[1:]) if img(a).shape == img(b).shape]
+    for a, b in same_kind:
+        assert not np.array_equal(img(a), img(b))
+    assert np.array_equal(uniq.objects["x"], shared.objects["x"])
+    for s in ("lamp", "bench", "bin"):
+        ia = next(i for i, sp in enumerate(uniq.sprites) if sp.kind == s)
+        ib = next(i for i, sp in enumerate(shared.sprites) if sp.kind == s)
+        assert np.array_equal(uniq.sprites[ia].img[0], shared.sprites[ib].img[0])
+
+
+def test_tree_sprites_option_is_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["synth", str(tmp_path / "a"), "--preset", "tiny", "--tree-sprites", "plastic"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err

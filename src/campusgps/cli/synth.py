@@ -48,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photos", type=int, default=None, help="target number of mapping photos (default: preset's)")
     p.add_argument("--queries", type=int, default=None, help="target number of query photos (default: preset's)")
     p.add_argument("--no-occluders", action="store_true", help="no people or vehicles")
+    p.add_argument("--tree-sprites", choices=["unique", "shared"], default="unique",
+                   help="unique (default): every tree its own billboard, as real trees differ; shared: ten "
+                        "billboards for all trees (synth version 1: pixel-identical trees that local features "
+                        "match across the campus), to rebuild an older campus")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality 1-100 (default 90)")
     p.add_argument("--contact-sheet", action="store_true", help="also write OUT/contact_sheet.png")
     p.add_argument("--workers", type=int, default=2, help="render processes (default 2)")
@@ -69,7 +73,8 @@ def run(args) -> int:
     cfg = CaptureConfig(photos=args.photos, queries=args.queries, gps_sigma_m=args.gps_sigma_m,
                         outlier_fraction=args.outlier_fraction, night_fraction=args.night_fraction,
                         dusk_fraction=args.dusk_fraction, overcast_fraction=args.overcast_fraction,
-                        occluders=not args.no_occluders, width=args.width, height=height)
+                        occluders=not args.no_occluders, width=args.width, height=height,
+                        tree_sprites=args.tree_sprites)
     from campusgps.logs import step
 
     with step("simulating the campus", input=args.out):

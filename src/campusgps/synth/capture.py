@@ -31,6 +31,10 @@ class CaptureConfig:
     occluders: bool = True
     width: int = 320
     height: int = 240
+    # unique: every tree its own billboard (shape, colour, leaf texture), as real trees differ; shared: the
+    # ten billboards of synth version 1 for all trees (pixel-identical trees, which SIFT matches across the
+    # campus: look-alikes the world does not have). Kept to rebuild older campuses.
+    tree_sprites: str = "unique"
 
 
 @dataclass

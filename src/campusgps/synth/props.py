@@ -134,8 +134,11 @@ def _sprite_mips(img: np.ndarray, glow: np.ndarray | None):
     return levels, glows
 
 
-def make_sprites(srng, P: Props) -> tuple[list, dict, list, list]:
-    """-> (sprites, objects {x, y, sprite} of the placed props, people sprite ids, car sprite ids)."""
+def make_sprites(srng, P: Props, tree_seed: int | None = None) -> tuple[list, dict, list, list]:
+    """-> (sprites, objects {x, y, sprite} of the placed props, people sprite ids, car sprite ids).
+
+    ``tree_seed`` None: one billboard per tree kind, shared by every tree of that kind (synth version 1);
+    else every tree gets its own billboard of its kind (own shape, colour and leaf texture)."""
     sprites: list[Sprite] = []
 
     def add_sprite(img, wm, hm, kind, glow=None):
@@ -151,10 +154,13 @@ def make_sprites(srng, P: Props) -> tuple[list, dict, list, list]:
     people = [add_sprite(*T.person_sprite(srng), "person") for _ in range(8)]
     cars = [add_sprite(*T.car_sprite(srng), "car") for _ in range(6)]
     ox, oy, osp = [], [], []
+    if tree_seed is not None:  # after the shared sprites: the other props' sprites stay those of version 1
+        own = [add_sprite(*T.tree_sprite(np.random.default_rng([tree_seed, 7006, t]), TREE_KINDS[k]), "tree")
+               for t, (_, _, k) in enumerate(P.trees)]
     for items, ids in ((P.trees, None), (P.lamps, lamp_id), (P.benches, bench_id), (P.bins, bin_id)):
-        for it in items:
+        for t, it in enumerate(items):
             ox.append(it[0])
             oy.append(it[1])
-            osp.append(tree_ids[it[2]] if ids is None else ids)
+            osp.append(ids if ids is not None else (own[t] if tree_seed is not None else tree_ids[it[2]]))
     objects = {"x": np.array(ox, np.float64), "y": np.array(oy, np.float64), "sprite": np.array(osp, np.int32)}
     return sprites, objects, people, cars

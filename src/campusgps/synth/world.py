@@ -94,17 +94,22 @@ def _describe(spec: Preset, seed: int, origin, L: Layout, P: Props, cap: list) -
     }
 
 
-def build_world(preset: str = "tiny", seed: int = 0, origin=(31.2620, 34.8010, 280.0)) -> World:
-    """Generate the campus for (preset, seed). Deterministic."""
+def build_world(preset: str = "tiny", seed: int = 0, origin=(31.2620, 34.8010, 280.0),
+                tree_sprites: str = "unique") -> World:
+    """Generate the campus for (preset, seed). Deterministic. ``tree_sprites``: unique (every tree its own
+    billboard) or shared (the ten billboards of synth version 1, pixel-identical trees)."""
     if preset not in PRESETS:
         raise KeyError(preset)
+    if tree_sprites not in ("unique", "shared"):
+        raise ValueError(f"tree_sprites must be unique or shared, got {tree_sprites!r}")
     spec = PRESETS[preset]
     rng = np.random.default_rng([seed, 7001])          # layout, then props
     L = make_layout(spec, rng)
     footprints = [(box_corners(*bx), bd["height"]) for bd in L.buildings for bx in bd["boxes"]]
     site = Site(footprints, L.paths, L.walkway)
     props = place_props(L, site, rng)
-    sprites, objects, people, cars = make_sprites(np.random.default_rng([seed, 7002]), props)
+    sprites, objects, people, cars = make_sprites(np.random.default_rng([seed, 7002]), props,
+                                                  tree_seed=seed if tree_sprites == "unique" else None)
     walkway = L.walkway if L.walkway["x1"] - L.walkway["x0"] > 6 else None
     # landmark footprints join `footprints` here: the ground's aprons and flower-bed test see them
     seg, atlas, ceilings = build_walls(np.random.default_rng([seed, 7003]), L.buildings, props.landmarks,

@@ -25,25 +25,25 @@ TRUTH_COLUMNS = ["file", "lat", "lon", "true_lat", "true_lon", "heading_deg", "c
                  "taken_at", "sun_az_deg", "sun_el_deg"]
 MAKE, MODEL = "campusgps", "SynthPhone 1"
 JPEG_QUALITY = 90
-SYNTH_VERSION = 1  # bump when the renderer/world changes, so a folder made by an older version is not reused
+SYNTH_VERSION = 2  # 2: every tree its own billboard (tree_sprites). Bump when the renderer/world changes, so a folder made by an older version is not reused
 
 _W: World | None = None  # the world in worker processes (inherited by fork, or rebuilt)
 _W_KEY = None
 
 
-def _ensure_world(preset: str, seed: int) -> World:
+def _ensure_world(preset: str, seed: int, tree_sprites: str = "unique") -> World:
     global _W, _W_KEY
-    if _W is None or _W_KEY != (preset, seed):
-        _W, _W_KEY = build_world(preset, seed), (preset, seed)
+    if _W is None or _W_KEY != (preset, seed, tree_sprites):
+        _W, _W_KEY = build_world(preset, seed, tree_sprites=tree_sprites), (preset, seed, tree_sprites)
     return _W
 
 
-def _init_worker(preset, seed):
+def _init_worker(preset, seed, tree_sprites="unique"):
     import cv2
 
     cv2.setNumThreads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _ensure_world(preset, seed)
+    _ensure_world(preset, seed, tree_sprites)
 
 
 def encode_jpeg(rgb: np.ndarray, exif: bytes | None, quality: int = JPEG_QUALITY) -> bytes:
@@ -72,8 +72,8 @@ def render_shot(shot: Shot, world: World, width: int, height: int) -> np.ndarray
 
 def _job(args):
     """Worker: render one shot, write its JPEG (EXIF carries the noisy label). Returns file name."""
-    shot, out, width, height, preset, seed, lat, lon, quality = args
-    world = _ensure_world(preset, seed)
+    shot, out, width, height, (preset, seed, trees), lat, lon, quality = args
+    world = _ensure_world(preset, seed, trees)
     rgb = render_shot(shot, world, width, height)
     cam = Camera(shot.x, shot.y, shot.z, shot.heading_deg, shot.pitch_deg, shot.roll_deg, shot.hfov_deg, width, height)
     data = encode_jpeg(rgb, exif_for(shot, lat, lon, world.origin[2], cam), quality)
@@ -94,6 +94,8 @@ def _validate(preset: str, cfg: CaptureConfig, workers: int) -> None:
     """Clear errors for settings ``synthesize`` cannot honour."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if cfg.tree_sprites not in ("unique", "shared"):
+        raise UserError(f"--tree-sprites must be unique or shared, got {cfg.tree_sprites!r}")
     if cfg.gps_sigma_m < 0 or not np.isfinite(cfg.gps_sigma_m):
         raise UserError(f"--gps-sigma-m must be a non-negative number of metres, got {cfg.gps_sigma_m}")
     for name in ("outlier_fraction", "night_fraction", "dusk_fraction", "overcast_fraction"):
@@ -131,7 +133,7 @@ def _existing_campus(out: Path, settings: dict, overwrite: bool) -> bool:
     return False
 
 
-def _render_all(jobs: list, workers: int, preset: str, seed: int, progress: bool) -> None:
+def _render_all(jobs: list, workers: int, preset: str, seed: int, progress: bool, tree_sprites: str = "unique") -> None:
     """Render and write every job's JPEG, in this process or in ``workers`` spawned ones."""
     from campusgps.progress import progress_bar
 
@@ -152,7 +154,7 @@ def _render_all(jobs: list, workers: int, preset: str, seed: int, progress: bool
             # spawn, not fork: OpenCV's thread pool does not survive fork() (workers would deadlock), so each
             # worker starts clean and rebuilds the (deterministic) world from (preset, seed).
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(preset, seed)) as pool:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(preset, seed, tree_sprites)) as pool:
                 for _ in pool.imap_unordered(_job, jobs, chunksize=4):
                     bar.update(1)
     finally:
@@ -188,7 +190,7 @@ def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: Captur
     (out / "queries").mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    world = _ensure_world(preset, seed)
+    world = _ensure_world(preset, seed, cfg.tree_sprites)
     frame = world.frame()
     shots = plan(world, cfg, seed, PRESETS[preset])
     if max_shots is not None and len(shots) > max_shots:  # benchmarks: an even subsample of the plan
@@ -201,10 +203,11 @@ def synthesize(out: str | Path, preset: str = "tiny", seed: int = 0, cfg: Captur
     log(f"synth: {preset} campus seed {seed}: {sum(s.session == 'photos' for s in shots)} photos + "
         f"{sum(s.session == 'queries' for s in shots)} queries at {cfg.width}x{cfg.height}, {workers} worker(s)")
 
-    jobs = [(s, str(out), cfg.width, cfg.height, preset, seed, float(llat[i]), float(llon[i]), quality)
+    wkey = (preset, seed, cfg.tree_sprites)
+    jobs = [(s, str(out), cfg.width, cfg.height, wkey, float(llat[i]), float(llon[i]), quality)
             for i, s in enumerate(shots)]
     t_render = time.time()
-    _render_all(jobs, workers, preset, seed, progress)
+    _render_all(jobs, workers, preset, seed, progress, cfg.tree_sprites)
     render_s = time.time() - t_render
 
     # truth.csv (written last, atomically: its presence means the set is complete)

@@ -13,6 +13,11 @@
    between verified spots instead of snapping onto one, and independent spots' label noise averages out;
    spots that disagree (look-alikes far away, GPS outliers) are ignored. ``fusion_level="photo"`` keeps the
    previous per-photo fusion (density mode + geometric median).
+   With ``rerank="learned"`` (``rerank.py``) a logistic re-ranker fitted on the held-out mapping photos scores
+   every verified spot (inliers, co-visibility of its place, retrieval, keypoint-scale/homography viewpoint
+   evidence); when its best spot lies more than 20 m from the mode's answer, that spot and the spots agreeing
+   with it are the answer. Its probability and margin feed the confidence model, its ordering the
+   alternatives. ``rerank="off"``: the density mode alone.
 4. Without query features (blank/black/tiny image) or without any verified reference the answer falls back
    to retrieval and ``flags`` say so (``no_local_features`` / ``fallback_retrieval``).
 
@@ -23,11 +28,12 @@ places; the location-grouped val split holds unmapped places and is kept for the
 out-of-area threshold). ``select_on="val"`` restores the previous behaviour.
 
 Local features of the references are extracted once (fit / ``index add``) and stored in the bundle as
-uint8 descriptors + float32 keypoints (no pickling); reference capture times are stored so that spots can be
+uint8 descriptors + float32 keypoints and keypoint scales (no pickling); reference capture times are stored so that spots can be
 recomputed after ``index add``.
 
 Modules: ``local_features`` (RootSIFT, matching, RANSAC, bundle packing), ``verification`` (shortlist
-verification, inlier thresholds, spot/photo fusion of verified references), ``localizer`` (``HybridLocalizer``).
+verification and its per-pair viewpoint geometry, inlier thresholds, spot/photo fusion of verified references),
+``rerank`` (place re-ranker), ``confidence`` (confidence, radius, alternatives), ``localizer`` (``HybridLocalizer``).
 """
 from campusgps.localizers.hybrid.localizer import HybridConfig, HybridLocalizer
 

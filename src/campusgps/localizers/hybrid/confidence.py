@@ -20,6 +20,11 @@ from campusgps.localizers.confidence import ConfidenceModel
 from campusgps.localizers.evidence import HYBRID_FEATURES, MIN_SEP_M, hybrid_evidence
 
 CAPTURE: dict | None = None
+# the re-ranker's evidence for the answer: its probability, its logit margin over the best place >= 30 m away,
+# and whether no other place competes
+RERANK_EVIDENCE = ("rerank_probability", "rerank_margin", "rerank_alone")
+CONFIDENCE_FEATURES = tuple(HYBRID_FEATURES) + RERANK_EVIDENCE
+RERANK_ALTERNATIVES = True
 # The held-out photos are scored against their own noisy GPS labels (median error 15 m vs 9 m against the
 # true positions of the queries, seed 1): a held-out answer counts as right within LABEL_RIGHT_M of the
 # label, chosen on seed 1 among 20/22/25/28 m (confidence AUC 0.83->0.84, share >= 0.8: 0.30->0.38).
@@ -35,31 +40,56 @@ def _capture(key: str, value) -> None:
         CAPTURE.setdefault(key, []).append(value)
 
 
-def answer_evidence(loc, sims, idx, inl, nkp: int, bright: float, retrieval_center, params: dict | None = None):
-    """Fuse one verified shortlist like ``predict`` does and describe it.
+def rerank_evidence(center, cands, z, min_sep_m: float = MIN_SEP_M, k_alt: int = 2):
+    """``(x, places, answer_weight)`` from the re-ranker's candidate spots and logits: its probability for
+    the chosen spot, the logit margin over the best candidate >= ``min_sep_m`` away (0 when there is none),
+    and up to ``k_alt`` further places in score order (>= ``min_sep_m`` from the answer and each other),
+    weighted by their probabilities. None when the re-ranker did not answer."""
+    if cands is None or z is None or not len(z):
+        return None
+    p = 1.0 / (1.0 + np.exp(-z))
+    order = np.argsort(-z, kind="stable")
+    d = np.hypot(*(cands.pos - np.asarray(center, np.float64)).T)
+    far = z[d >= min_sep_m]
+    margin = float(z.max() - far.max()) if len(far) else 0.0
+    places, chosen = [], [np.asarray(center, np.float64)]
+    for k in order:
+        if len(places) < k_alt and min(np.hypot(*(cands.pos[k] - c)) for c in chosen) >= min_sep_m:
+            chosen.append(cands.pos[k])
+            places.append((cands.pos[k].copy(), float(p[k])))
+    return np.array([float(p.max()), margin, float(len(far) == 0)]), places, float(p.max())
+
+
+def answer_evidence(loc, sims, idx, inl, nkp: int, bright: float, retrieval_center, params: dict | None = None,
+                    geo=None):
+    """Answer one verified shortlist like ``predict`` does and describe it (``HYBRID_FEATURES`` then
+    ``RERANK_EVIDENCE``, all 0 without the re-ranker). Alternatives come from the re-ranker's ordering when it
+    answered, else from the density of the shortlist's candidate weights.
 
     Returns ``(center, verified: bool, x, places, answer_weight)``."""
     h = {**loc.hybrid, **(params or {})}
     mi = loc._min_inliers(nkp, h["min_inliers"], h.get("low_kp_factor"))
-    r = None
-    if nkp >= 8:
-        r = loc._fuse_verified(sims, idx, inl, mi, h["power"], h["bandwidth_m"], agg=h.get("agg", "max"),
-                               level=h.get("level", loc.cfg.fusion_level))
+    r, cands, z = loc._answer(sims, idx, inl, geo, nkp, params)
     center = np.asarray(r.fused.center if r else retrieval_center, dtype=np.float64)
     spot, pos = loc._spots()
     x, places, aw = hybrid_evidence(center, sims, idx, inl, mi, spot, pos, nkp, bright, retrieval_center)
-    return center, r is not None, x, places, aw
+    rr = rerank_evidence(center, cands, z) if r is not None else None
+    if rr is None:
+        return center, r is not None, np.concatenate([x, np.zeros(len(RERANK_EVIDENCE))]), places, aw
+    if RERANK_ALTERNATIVES:
+        places, aw = rr[1], rr[2]
+    return center, True, np.concatenate([x, rr[0]]), places, aw
 
 
 def fit_hybrid_confidence(loc, records, brights, retr, truth, groups=None, params: dict | None = None
                           ) -> ConfidenceModel | None:
-    """Fit the confidence model on held-out photos. ``records[j] = (sims, idx, inliers, n_keypoints)`` of the
+    """Fit the confidence model on held-out photos. ``records[j] = (sims, idx, inliers, n_keypoints, geometry)`` of the
     verified shortlist (``loc.cfg.shortlist`` first entries are used), ``retr[j]`` the retrieval answer,
     ``truth[j]`` the photo's label (east/north)."""
     SL = loc.cfg.shortlist
     X, err, alt_rows = [], [], []
-    for j, (s, i, inl, nkp) in enumerate(records):
-        c, _, x, places, aw = answer_evidence(loc, s[:SL], i[:SL], inl, nkp, brights[j], retr[j], params)
+    for j, (s, i, inl, nkp, geo) in enumerate(records):
+        c, _, x, places, aw = answer_evidence(loc, s[:SL], i[:SL], inl, nkp, brights[j], retr[j], params, geo)
         X.append(x)
         err.append(float(np.hypot(*(c - truth[j]))))
         for rank, (p, w) in enumerate(places, start=1):
@@ -70,21 +100,22 @@ def fit_hybrid_confidence(loc, records, brights, retr, truth, groups=None, param
     _capture("held_out_raw", {"records": records, "brights": brights, "retr": retr, "truth": truth,
                               "groups": groups})
     _capture("held_out", {"X": X, "err": err, "groups": groups, "alt_rows": alt_rows})
-    return ConfidenceModel.fit(X, err, HYBRID_FEATURES, groups=groups, target=loc.cfg.radius_target,
+    return ConfidenceModel.fit(X, err, CONFIDENCE_FEATURES, groups=groups, target=loc.cfg.radius_target,
                                alt_rows=alt_rows, min_per_bin=max(15, len(X) // (RADIUS_BINS + 1)), label_right_m=LABEL_RIGHT_M,
                                max_bins=RADIUS_BINS, min_bin_target=MIN_BIN_TARGET)
 
 
-def apply_hybrid_confidence(loc, out, j: int, sims, idx, inl, nkp: int, bright: float, retrieval_center) -> None:
+def apply_hybrid_confidence(loc, out, j: int, sims, idx, inl, nkp: int, bright: float, retrieval_center,
+                            geo=None) -> None:
     """Set ``out.confidence[j]``, the adaptive ``out.radius_m[j]`` and ``out.alternatives[j]``."""
     model: ConfidenceModel | None = getattr(loc, "confidence_model", None)
     if model is None:
         return
-    _, _, x, places, aw = answer_evidence(loc, sims, idx, inl, nkp, bright, retrieval_center)
+    _, _, x, places, aw = answer_evidence(loc, sims, idx, inl, nkp, bright, retrieval_center, geo=geo)
     c = float(model.confidence(x[None, :len(model.names)])[0])  # older models: fewer (leading) features
     r = float(model.radius([c])[0])
     _capture("query", {"x": x, "places": places, "aw": aw,
-                       "raw": (sims, idx, inl, nkp, bright, retrieval_center)})
+                       "raw": (sims, idx, inl, nkp, bright, retrieval_center, geo)})
     out.confidence[j] = c
     if "out_of_area" in out.flags[j]:
         r = max(r, float(out.radius_m[j]))
@@ -95,5 +126,6 @@ def apply_hybrid_confidence(loc, out, j: int, sims, idx, inl, nkp: int, bright: 
     out.alternatives[j] = alts
 
 
-__all__ = ["CAPTURE", "ConfidenceModel", "MIN_SEP_M", "answer_evidence", "apply_hybrid_confidence",
+__all__ = ["CAPTURE", "CONFIDENCE_FEATURES", "RERANK_EVIDENCE", "ConfidenceModel", "MIN_SEP_M", "answer_evidence",
+           "apply_hybrid_confidence",
            "fit_hybrid_confidence"]

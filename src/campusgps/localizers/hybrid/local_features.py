@@ -2,7 +2,8 @@
 
 RootSIFT keypoints with uint8 descriptors, matching with Lowe's ratio test plus a mutual-nearest check (one
 GEMM for a whole shortlist), RANSAC verification (fundamental matrix with MAGSAC++, homography fallback),
-and the packing of many images' features into bundle tensors (no pickling). Keypoints are in pixels.
+and the packing of many images' features into bundle tensors (no pickling). Keypoints and their scales
+(``KeyPoint.size``, used by the re-ranker's viewpoint evidence) are in pixels.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class LocalFeatures:
     xy: np.ndarray       # (N, 2) float32 pixel coordinates in the image as described (after resize)
     desc: np.ndarray     # (N, 128) uint8 RootSIFT, scaled so that the float vector has unit L2 norm / 512
     size: tuple          # (width, height) of the described image
+    scale: np.ndarray | None = None  # (N,) float32 keypoint diameters (cv2 KeyPoint.size); None: not stored
 
     def __len__(self):
         return len(self.xy)
@@ -75,7 +77,7 @@ def extract_local_features(img: np.ndarray, max_side: int = 640, max_keypoints: 
     gray, _ = _to_gray(img, max_side)
     gray = enhance_dim(gray, enhance, lum_band)
     h, w = gray.shape[:2]
-    empty = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (w, h))
+    empty = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (w, h), np.zeros(0, np.float32))
     if min(h, w) < 16 or float(gray.std()) < 1.0:
         return empty
     sift = cv2.SIFT_create(nfeatures=max_keypoints, contrastThreshold=contrast_threshold)
@@ -91,7 +93,7 @@ def extract_local_features(img: np.ndarray, max_side: int = 640, max_keypoints: 
     desc = np.sqrt(desc)                                    # RootSIFT: unit L2 norm
     q = np.clip(np.rint(desc * ROOTSIFT_SCALE), 0, 255).astype(np.uint8)
     xy = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
-    return LocalFeatures(xy, q, (w, h))
+    return LocalFeatures(xy, q, (w, h), np.array([k.size for k in kps], dtype=np.float32))
 
 
 def descriptors_float(desc_u8: np.ndarray) -> np.ndarray:
@@ -179,28 +181,35 @@ def verify_pair(q_xy: np.ndarray, r_xy: np.ndarray, matches: np.ndarray, q_size,
 
 
 def empty_local_features() -> LocalFeatures:
-    return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (1, 1))
+    return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (1, 1), np.zeros(0, np.float32))
 
 
 def pack_local_features(lfs: list[LocalFeatures]) -> dict[str, np.ndarray]:
-    """Many images' features -> four flat bundle tensors (``lf_offsets`` delimits each image's rows)."""
+    """Many images' features -> flat bundle tensors (``lf_offsets`` delimits each image's rows); ``lf_scale``
+    only when every image has keypoint scales."""
     offs = np.zeros(len(lfs) + 1, dtype=np.int64)
     offs[1:] = np.cumsum([len(f) for f in lfs])
     xy = np.concatenate([f.xy for f in lfs]) if lfs else np.zeros((0, 2), np.float32)
     desc = np.concatenate([f.desc for f in lfs]) if lfs else np.zeros((0, 128), np.uint8)
     wh = np.array([f.size for f in lfs], dtype=np.int32).reshape(-1, 2)
-    return {"lf_xy": xy.astype(np.float32), "lf_desc": desc.astype(np.uint8), "lf_offsets": offs, "lf_wh": wh}
+    out = {"lf_xy": xy.astype(np.float32), "lf_desc": desc.astype(np.uint8), "lf_offsets": offs, "lf_wh": wh}
+    if all(f.scale is not None for f in lfs):
+        out["lf_scale"] = (np.concatenate([f.scale for f in lfs]) if lfs else np.zeros(0)).astype(np.float32)
+    return out
 
 
 def unpack_local_features(t: dict) -> list[LocalFeatures]:
+    """Inverse of :func:`pack_local_features`; scales are None for bundles saved without ``lf_scale``."""
     offs, xy, desc, wh = t["lf_offsets"], t["lf_xy"], t["lf_desc"], t["lf_wh"]
-    return [LocalFeatures(xy[offs[i]:offs[i + 1]], desc[offs[i]:offs[i + 1]], (int(wh[i, 0]), int(wh[i, 1])))
-            for i in range(len(offs) - 1)]
+    sc = t.get("lf_scale")
+    return [LocalFeatures(xy[offs[i]:offs[i + 1]], desc[offs[i]:offs[i + 1]], (int(wh[i, 0]), int(wh[i, 1])),
+                          None if sc is None else sc[offs[i]:offs[i + 1]]) for i in range(len(offs) - 1)]
 
 
 class LocalFeatureWorker:
     """Engine worker (``train --engine ray``): local features of a batch of stored photos, returned as plain
-    bytes per photo (``xy`` float32, ``desc`` uint8, image ``w``/``h``) so ragged results travel as columns."""
+    bytes per photo (``xy`` float32, ``desc`` uint8, image ``w``/``h``, keypoint ``scale`` float32) so ragged
+    results travel as columns."""
 
     def __init__(self, max_side: int, max_keypoints: int):
         self.max_side, self.max_keypoints = int(max_side), int(max_keypoints)
@@ -208,16 +217,18 @@ class LocalFeatureWorker:
     def __call__(self, batch: dict) -> dict:
         from campusgps.exif import load_image
 
-        xy, desc, w, h = [], [], [], []
+        xy, desc, w, h, sc = [], [], [], [], []
         for path in batch["path"]:
             f = extract_local_features(load_image(str(path), max_side=self.max_side), max_side=self.max_side,
                                        max_keypoints=self.max_keypoints)
             xy.append(np.ascontiguousarray(f.xy, np.float32).tobytes())
             desc.append(np.ascontiguousarray(f.desc, np.uint8).tobytes())
+            sc.append(np.ascontiguousarray(f.scale, np.float32).tobytes())
             w.append(int(f.size[0]))
             h.append(int(f.size[1]))
         return {"row": np.asarray(batch["row"], np.int64), "xy": np.asarray(xy, dtype=object),
-                "desc": np.asarray(desc, dtype=object), "w": np.asarray(w, np.int64), "h": np.asarray(h, np.int64)}
+                "desc": np.asarray(desc, dtype=object), "w": np.asarray(w, np.int64), "h": np.asarray(h, np.int64),
+                "scale": np.asarray(sc, dtype=object)}
 
 
 def extract_with_engine(engine, paths: list, max_side: int, max_keypoints: int) -> list[LocalFeatures]:
@@ -225,8 +236,8 @@ def extract_with_engine(engine, paths: list, max_side: int, max_keypoints: int) 
     out: list = [None] * len(paths)
     kw = {"max_side": max_side, "max_keypoints": max_keypoints}
     for b in engine.map_photos([str(p) for p in paths], LocalFeatureWorker, kw, batch_size=16):
-        for r, xy, d, w, h in zip(b["row"], b["xy"], b["desc"], b["w"], b["h"]):
+        for r, xy, d, w, h, sc in zip(b["row"], b["xy"], b["desc"], b["w"], b["h"], b["scale"]):
             out[int(r)] = LocalFeatures(xy=np.frombuffer(bytes(xy), np.float32).reshape(-1, 2).copy(),
                                         desc=np.frombuffer(bytes(d), np.uint8).reshape(-1, 128).copy(),
-                                        size=(int(w), int(h)))
+                                        size=(int(w), int(h)), scale=np.frombuffer(bytes(sc), np.float32).copy())
     return out

@@ -15,18 +15,58 @@ from campusgps.localizers.hybrid.local_features import (LocalFeatures, empty_loc
                                                         verify_pair)
 
 
+# per verified pair (see ``pair_geometry``): tentative matches, and over the RANSAC inliers the median log
+# ratio of the query's to the reference's keypoint scale (both relative to image width; > 0: the query sees
+# the scene larger, i.e. from closer), its median absolute deviation, the median displacement of the
+# matched points (fraction of the width), the share of the query image the inliers cover, and the share of
+# the inliers one homography explains (a camera that only turned, i.e. stood on the same spot: all of them)
+GEOMETRY = ("tentative", "log_scale", "log_scale_mad", "displacement", "query_cover", "homography_share")
+
+
+def pair_geometry(q: LocalFeatures, r: LocalFeatures, m: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Viewpoint evidence of one verified pair (``GEOMETRY``; NaN where undefined, e.g. no keypoint scales)."""
+    g = np.full(len(GEOMETRY), np.nan)
+    g[0] = len(m)
+    mi = m[mask]
+    if len(mi) < 4:
+        return g
+    qw, rw = float(max(q.size[0], 1)), float(max(r.size[0], 1))
+    if q.scale is not None and r.scale is not None and len(q.scale) and len(r.scale):
+        lr = np.log(np.maximum(q.scale[mi[:, 0]], 1e-3) / qw) - np.log(np.maximum(r.scale[mi[:, 1]], 1e-3) / rw)
+        g[1] = float(np.median(lr))
+        g[2] = float(np.median(np.abs(lr - g[1])))
+    g[3] = float(np.median(np.hypot(*(q.xy[mi[:, 0]] / qw - r.xy[mi[:, 1]] / rw).T)))
+    pq = q.xy[mi[:, 0]]
+    span = (np.percentile(pq, 90, axis=0) - np.percentile(pq, 10, axis=0)) / np.maximum(q.size, 1)
+    g[4] = float(np.prod(np.clip(span, 0, 1)))
+    if len(mi) >= 8:
+        import cv2
+
+        thr = 2 * max(1.0, 0.004 * max(*q.size, *r.size))
+        try:
+            H, hm = cv2.findHomography(q.xy[mi[:, 0]].astype(np.float64), r.xy[mi[:, 1]].astype(np.float64),
+                                       cv2.RANSAC, thr, maxIters=500, confidence=0.99)
+            g[5] = float(hm.mean()) if H is not None and hm is not None else 0.0
+        except cv2.error:
+            g[5] = 0.0
+    return g
+
+
 def verify_shortlist(q: LocalFeatures, ref_lf: list[LocalFeatures], idx: np.ndarray, ratio: float,
-                     ransac: str) -> np.ndarray:
-    """Inliers of the query against every shortlisted reference row (``idx``; -1 = no reference)."""
+                     ransac: str, geometry: bool = False):
+    """Inliers of the query against every shortlisted reference row (``idx``; -1 = no reference).
+    With ``geometry``: ``(inliers, G)``, ``G[k]`` the pair's :func:`pair_geometry` (NaN rows: not verified)."""
     inl = np.zeros(len(idx), dtype=np.int64)
-    if len(q) < 8:
-        return inl
-    refs = [ref_lf[i] if i >= 0 else empty_local_features() for i in idx]
-    matches = match_many(q.desc, [r.desc for r in refs], ratio=ratio, mutual=True)
-    for j, (r, m) in enumerate(zip(refs, matches)):
-        if len(m) >= 8:
-            inl[j], _ = verify_pair(q.xy, r.xy, m, q.size, r.size, method=ransac)
-    return inl
+    geo = np.full((len(idx), len(GEOMETRY)), np.nan)
+    if len(q) >= 8:
+        refs = [ref_lf[i] if i >= 0 else empty_local_features() for i in idx]
+        matches = match_many(q.desc, [r.desc for r in refs], ratio=ratio, mutual=True)
+        for j, (r, m) in enumerate(zip(refs, matches)):
+            if len(m) >= 8:
+                inl[j], mask = verify_pair(q.xy, r.xy, m, q.size, r.size, method=ransac)
+                if geometry:
+                    geo[j] = pair_geometry(q, r, m, mask)
+    return (inl, geo) if geometry else inl
 
 
 def inlier_threshold(nkp: int, min_inliers: int, factor: float, low_kp: int) -> int:
