@@ -260,12 +260,6 @@ def main():
         fitted["hybrid"] = hy
         run_method("hybrid", hy, qds, images, truth_en, groups, results, s)
         results["hybrid_selection"] = {k: v for k, v in hy.info["selection"].items() if not k.endswith("grid")}
-        if "dark_enhance" not in skip:  # the same bundle, dim queries' RootSIFT without CLAHE (query-side only)
-            plain = copy.copy(hy)
-            plain.cfg = copy.copy(hy.cfg)
-            plain.cfg.dark_enhance = "off"
-            run_method("hybrid without dim-query CLAHE (--dark-enhance off)", plain, qds, images, truth_en, groups,
-                       results)
 
     if "directions" not in skip and "hybrid" in fitted:
         results["directions"] = run_directions(fitted["hybrid"], ds, args.backbone, qds, images, truth_en, groups,
