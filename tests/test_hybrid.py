@@ -101,10 +101,10 @@ def test_hybrid_dark_enhance_setting_round_trips(hybrid, tmp_path):
     import dataclasses
 
     loc, _ = hybrid
-    assert loc.cfg.dark_enhance == "clahe"  # the default: dim queries are equalized before RootSIFT
-    off = copy.copy(loc)
-    off.cfg = dataclasses.replace(loc.cfg, dark_enhance="off", dim_lum_min=20.0, dim_lum_max=70.0)
-    off.config = dataclasses.asdict(off.cfg)  # what bundles store
-    loaded = Localizer.load(off.save(tmp_path / "off.cgps"))
-    assert (loaded.cfg.dark_enhance, loaded.cfg.dim_lum_min, loaded.cfg.dim_lum_max) == ("off", 20.0, 70.0)
-    assert loc.cfg.dark_enhance == "clahe"
+    assert loc.cfg.dark_enhance == "off"  # the default (CLAHE on dim queries lost on the unseen campus)
+    on = copy.copy(loc)
+    on.cfg = dataclasses.replace(loc.cfg, dark_enhance="clahe", dim_lum_min=20.0, dim_lum_max=70.0)
+    on.config = dataclasses.asdict(on.cfg)  # what bundles store
+    loaded = Localizer.load(on.save(tmp_path / "on.cgps"))
+    assert (loaded.cfg.dark_enhance, loaded.cfg.dim_lum_min, loaded.cfg.dim_lum_max) == ("clahe", 20.0, 70.0)
+    assert loc.cfg.dark_enhance == "off"
