@@ -1,7 +1,7 @@
 """Hybrid: illumination normalisation of dim query photos before RootSIFT (``dark_enhance``)."""
 import numpy as np
 
-from test_hybrid import _scene
+from test_hybrid import _scene, hybrid  # noqa: F401  (the fitted tiny hybrid fixture)
 
 
 def _dim(img, contrast=0.15, offset=35.0, seed=0):
@@ -39,3 +39,21 @@ def test_clahe_leaves_bright_and_very_dark_photos_alone():
     g = np.clip(rng.normal(60, 3, (120, 160)), 0, 255).astype(np.uint8)
     assert enhance_dim(g, "clahe").std() > 2 * g.std()
     assert np.array_equal(enhance_dim(g, "off"), g)
+
+
+def test_the_re_ranker_path_describes_queries_like_the_plain_one(hybrid):
+    """With the re-ranker on, verification goes through ``_verify_geometry``: it must extract the query like
+    ``_verify`` does (CLAHE on a dim photo when ``dark_enhance=clahe``), or the setting silently does nothing."""
+    import copy
+    import dataclasses
+
+    loc, _ = hybrid
+    on = copy.copy(loc)
+    on.cfg = dataclasses.replace(loc.cfg, dark_enhance="clahe")
+    dim = _dim(_scene(0))
+    idx = np.arange(min(5, len(loc.lf)))
+    sims = np.ones(len(idx), np.float32)
+    n_plain, _ = on._verify(dim, sims, idx)
+    n_geo, _, geo = on._verify_geometry(dim, sims, idx, geometry=True)
+    assert geo is not None and n_geo == n_plain == len(on._extract_query(dim))
+    assert n_plain > len(on._extract(dim, on.cfg.max_keypoints))  # CLAHE did add keypoints

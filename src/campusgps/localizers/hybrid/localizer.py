@@ -179,7 +179,7 @@ class HybridLocalizer(RetrievalLocalizer):
         geometry None unless ``geometry`` (only the re-ranker uses it)."""
         if not geometry:
             return (*self._verify(img, sims, idx), None)
-        q = self._extract(img, self.cfg.max_keypoints)
+        q = self._extract_query(img)  # the same query features as without the re-ranker (dark_enhance)
         inl, geo = verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac, geometry=True)
         return len(q), inl, geo
 
