@@ -165,8 +165,8 @@ class HybridLocalizer(RetrievalLocalizer):
     # ------------------------------------------------------------------ verification
     def _verify(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray):
         """Local-feature verification of one query against its shortlist. Returns (n_query_kp, inliers)."""
-        q = self._extract_query(img)
-        return len(q), verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac)
+        nkp, inl, _ = self._verify_geometry(img, sims, idx, geometry=False)
+        return nkp, inl
 
     def _reranking(self, h: dict | None = None) -> bool:
         """Whether answers use the re-ranker: fitted, switched on by the fit, and ``cfg.rerank`` still
@@ -175,11 +175,11 @@ class HybridLocalizer(RetrievalLocalizer):
         return self.reranker is not None and h.get("rerank", "off") == "learned" and self.cfg.rerank == "learned"
 
     def _verify_geometry(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray, geometry: bool = True):
-        """Like ``_verify``, plus the viewpoint evidence of every pair: (n_query_kp, inliers, geometry);
-        geometry None unless ``geometry`` (only the re-ranker uses it)."""
+        """The one place a query is described and verified: (n_query_kp, inliers, geometry), with the viewpoint
+        evidence of every pair when ``geometry`` (only the re-ranker uses it), else geometry None."""
+        q = self._extract_query(img)
         if not geometry:
-            return (*self._verify(img, sims, idx), None)
-        q = self._extract_query(img)  # the same query features as without the re-ranker (dark_enhance)
+            return len(q), verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac), None
         inl, geo = verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac, geometry=True)
         return len(q), inl, geo
 
