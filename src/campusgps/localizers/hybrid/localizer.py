@@ -293,9 +293,10 @@ class HybridLocalizer(RetrievalLocalizer):
         self.confidence_model = fit_hybrid_confidence(self, records, brights, retr, held.truth, held.groups)
         return self.confidence_model
 
-    def _fit_reranker(self, records, held: HeldOut, evaluate, choices_out: dict):
+    def _fit_reranker(self, records, held: HeldOut, evaluate, choices_out: dict, off, off_rr):
         """Fit the place re-ranker on the held-out photos (with the selected settings) and switch it on.
-        Returns the held-out errors and raw radii of the re-ranked answers (for ``radius_m``)."""
+        ``off``/``off_rr``: the held-out errors and raw radii without it (the grid's winner). Returns those of
+        the re-ranked answers (for ``radius_m``), or ``off``/``off_rr`` when no re-ranker could be fitted."""
         import time
 
         t = time.perf_counter()
@@ -305,10 +306,9 @@ class HybridLocalizer(RetrievalLocalizer):
                                  h["power"], h["bandwidth_m"], h.get("agg", "max")) if nkp >= 8 else None
                  for s, i, inl, nkp, geo in records]
         self.reranker = Reranker.fit(cands, held.truth, held.groups)
-        off, off_extra = evaluate(self.hybrid)
         if self.reranker is None:
             choices_out["rerank"] = {"fitted": False, "note": "too few held-out photos with competing spots"}
-            return off, off_extra["rr"]
+            return off, off_rr
         self.hybrid["rerank"] = "learned"
         err, extra = evaluate(self.hybrid)
         choices_out["rerank"] = {
@@ -336,7 +336,7 @@ class HybridLocalizer(RetrievalLocalizer):
         params, err, rr = best["params"], best["errors"], best["extra"]["rr"]
         self.hybrid.update(params)
         if self.cfg.rerank == "learned":
-            err, rr = self._fit_reranker(records, held, evaluate, choices_out)
+            err, rr = self._fit_reranker(records, held, evaluate, choices_out, err, rr)
         scale, cov = calibrate_radius(rr, err, self.cfg.radius_target, min_n=3)
         self.hybrid["radius_scale"] = scale
         choices_out["hybrid"] = {
