@@ -25,7 +25,9 @@ TRUTH_COLUMNS = ["file", "lat", "lon", "true_lat", "true_lon", "heading_deg", "c
                  "taken_at", "sun_az_deg", "sun_el_deg"]
 MAKE, MODEL = "campusgps", "SynthPhone 1"
 JPEG_QUALITY = 90
-SYNTH_VERSION = 2  # 2: every tree its own billboard (tree_sprites). Bump when the renderer/world changes, so a folder made by an older version is not reused
+# bump when the renderer/world changes, so a folder made by an older version is not reused;
+# 2: every tree its own billboard (tree_sprites)
+SYNTH_VERSION = 2
 
 _W: World | None = None  # the world in worker processes (inherited by fork, or rebuilt)
 _W_KEY = None

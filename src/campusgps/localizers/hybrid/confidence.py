@@ -24,7 +24,6 @@ CAPTURE: dict | None = None
 # and whether no other place competes
 RERANK_EVIDENCE = ("rerank_probability", "rerank_margin", "rerank_alone")
 CONFIDENCE_FEATURES = tuple(HYBRID_FEATURES) + RERANK_EVIDENCE
-RERANK_ALTERNATIVES = True
 # The held-out photos are scored against their own noisy GPS labels (median error 15 m vs 9 m against the
 # true positions of the queries, seed 1): a held-out answer counts as right within LABEL_RIGHT_M of the
 # label, chosen on seed 1 among 20/22/25/28 m (confidence AUC 0.83->0.84, share >= 0.8: 0.30->0.38).
@@ -76,9 +75,7 @@ def answer_evidence(loc, sims, idx, inl, nkp: int, bright: float, retrieval_cent
     rr = rerank_evidence(center, cands, z) if r is not None else None
     if rr is None:
         return center, r is not None, np.concatenate([x, np.zeros(len(RERANK_EVIDENCE))]), places, aw
-    if RERANK_ALTERNATIVES:
-        places, aw = rr[1], rr[2]
-    return center, True, np.concatenate([x, rr[0]]), places, aw
+    return center, True, np.concatenate([x, rr[0]]), rr[1], rr[2]  # alternatives: the re-ranker's order
 
 
 def fit_hybrid_confidence(loc, records, brights, retr, truth, groups=None, params: dict | None = None
@@ -101,8 +98,8 @@ def fit_hybrid_confidence(loc, records, brights, retr, truth, groups=None, param
                               "groups": groups})
     _capture("held_out", {"X": X, "err": err, "groups": groups, "alt_rows": alt_rows})
     return ConfidenceModel.fit(X, err, CONFIDENCE_FEATURES, groups=groups, target=loc.cfg.radius_target,
-                               alt_rows=alt_rows, min_per_bin=max(15, len(X) // (RADIUS_BINS + 1)), label_right_m=LABEL_RIGHT_M,
-                               max_bins=RADIUS_BINS, min_bin_target=MIN_BIN_TARGET)
+                               alt_rows=alt_rows, min_per_bin=max(15, len(X) // (RADIUS_BINS + 1)),
+                               label_right_m=LABEL_RIGHT_M, max_bins=RADIUS_BINS, min_bin_target=MIN_BIN_TARGET)
 
 
 def apply_hybrid_confidence(loc, out, j: int, sims, idx, inl, nkp: int, bright: float, retrieval_center,
@@ -127,5 +124,4 @@ def apply_hybrid_confidence(loc, out, j: int, sims, idx, inl, nkp: int, bright: 
 
 
 __all__ = ["CAPTURE", "CONFIDENCE_FEATURES", "RERANK_EVIDENCE", "ConfidenceModel", "MIN_SEP_M", "answer_evidence",
-           "apply_hybrid_confidence",
-           "fit_hybrid_confidence"]
+           "apply_hybrid_confidence", "fit_hybrid_confidence"]

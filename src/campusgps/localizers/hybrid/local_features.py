@@ -145,6 +145,12 @@ def match_many(q_desc: np.ndarray, ref_descs: list[np.ndarray], ratio: float = 0
     return out
 
 
+def ransac_threshold(q_size, r_size, threshold_frac: float = 0.004) -> float:
+    """RANSAC inlier threshold in pixels for a pair of images: a fraction of the larger side, at least 1 px
+    (the fundamental matrix's; a homography, which ignores parallax, gets twice this)."""
+    return max(1.0, threshold_frac * max(*q_size, *r_size))
+
+
 def verify_pair(q_xy: np.ndarray, r_xy: np.ndarray, matches: np.ndarray, q_size, r_size,
                 method: str = "magsac", threshold_frac: float = 0.004, min_matches: int = 8
                 ) -> tuple[int, np.ndarray]:
@@ -160,7 +166,7 @@ def verify_pair(q_xy: np.ndarray, r_xy: np.ndarray, matches: np.ndarray, q_size,
         return 0, np.zeros(n, bool)
     p1 = q_xy[matches[:, 0]].astype(np.float64)
     p2 = r_xy[matches[:, 1]].astype(np.float64)
-    thr = max(1.0, threshold_frac * max(*q_size, *r_size))
+    thr = ransac_threshold(q_size, r_size, threshold_frac)
     flag = cv2.USAC_MAGSAC if method == "magsac" and hasattr(cv2, "USAC_MAGSAC") else cv2.FM_RANSAC
     best = np.zeros(n, bool)
     try:

@@ -12,7 +12,7 @@ import numpy as np
 
 from campusgps.localizers.fusion import Fused, per_spot_weights, robust_fuse
 from campusgps.localizers.hybrid.local_features import (LocalFeatures, empty_local_features, match_many,
-                                                        verify_pair)
+                                                        ransac_threshold, verify_pair)
 
 
 # per verified pair (see ``pair_geometry``): tentative matches, and over the RANSAC inliers the median log
@@ -42,7 +42,7 @@ def pair_geometry(q: LocalFeatures, r: LocalFeatures, m: np.ndarray, mask: np.nd
     if len(mi) >= 8:
         import cv2
 
-        thr = 2 * max(1.0, 0.004 * max(*q.size, *r.size))
+        thr = 2 * ransac_threshold(q.size, r.size)  # the homography threshold verify_pair uses
         try:
             H, hm = cv2.findHomography(q.xy[mi[:, 0]].astype(np.float64), r.xy[mi[:, 1]].astype(np.float64),
                                        cv2.RANSAC, thr, maxIters=500, confidence=0.99)
