@@ -143,6 +143,18 @@ def test_version_1_bundle_predicts_without_reranker_and_unknown_versions_fail(hy
         HybridLocalizer._from_state(dict(t), {**meta, "hybrid_state_version": 99})
 
 
+def test_a_damaged_reranker_in_the_bundle_is_a_bundle_error(hybrid):
+    """A bundle whose re-ranker metadata is from an unknown version or cut short says so (retrain), not a
+    KeyError/ValueError traceback."""
+    from campusgps.localizers.hybrid import HybridLocalizer
+
+    loc, _ = hybrid
+    t, meta = loc._state()
+    for bad in ({"version": 7, "model": {}}, {"version": 1}, {"version": 1, "model": {"names": ["x"]}}):
+        with pytest.raises(BundleError, match="re-ranker.*retrain"):
+            HybridLocalizer._from_state(dict(t), {**meta, "rerank": bad})
+
+
 def test_rerank_off_is_the_density_mode(hybrid):
     loc, ds = hybrid
     sims, idx, inl, geo = _shortlist(35, 0.05, 80, 0.8)
