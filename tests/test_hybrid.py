@@ -40,6 +40,42 @@ def test_local_features_verify_same_scene_not_another():
     assert len(extract_local_features(np.full((8, 8, 3), 200, np.uint8))) == 0
 
 
+def _matches_by_definition(q, r, ratio):
+    """Lowe ratio + mutual nearest neighbour, one reference at a time, straight from the definition."""
+    from campusgps.localizers.hybrid.local_features import descriptors_float
+
+    if len(q) < 2 or len(r) < 2:
+        return set()
+    s = descriptors_float(q) @ descriptors_float(r).T
+    out = set()
+    for i in range(len(q)):
+        order = np.argsort(-s[i])
+        b, sec = order[0], order[1]
+        d1, d2 = np.sqrt(max(2 - 2 * s[i, b], 0)), np.sqrt(max(2 - 2 * s[i, sec], 0))
+        if d1 < ratio * d2 and np.argmax(s[:, b]) == i:
+            out.add((i, int(b)))
+    return out
+
+
+def test_shortlist_matcher_finds_exactly_the_mutual_ratio_matches():
+    """The one-GEMM matcher pads references of different sizes (one empty, one with a single keypoint); its
+    pairs must be exactly those of the per-reference definition, for every reference."""
+    from campusgps.localizers.hybrid.local_features import match_many
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 60, (300, 128)).astype(np.uint8)
+    q = base[:200].copy()
+    q[::3] = rng.integers(0, 60, (len(q[::3]), 128))  # a third of the query's descriptors are unrelated
+    refs = [base[50:250], base[rng.permutation(300)[:120]], np.zeros((0, 128), np.uint8), base[:1],
+            rng.integers(0, 60, (80, 128)).astype(np.uint8)]
+    for ratio in (0.85, 0.95):
+        got = match_many(q, refs, ratio=ratio)
+        assert len(got) == len(refs)
+        for r, m in zip(refs, got):
+            assert {tuple(map(int, x)) for x in m} == _matches_by_definition(q, r, ratio)
+        assert len(got[0]) > 50 and len(got[2]) == len(got[3]) == 0
+
+
 @pytest.fixture(scope="module")
 def hybrid(tmp_path_factory):
     from campusgps.localizers.hybrid import HybridLocalizer

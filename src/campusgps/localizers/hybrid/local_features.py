@@ -109,40 +109,49 @@ def match_many(q_desc: np.ndarray, ref_descs: list[np.ndarray], ratio: float = 0
 
     Returns, per reference, an (M, 2) int array of (query_idx, ref_idx) pairs that pass Lowe's ratio test
     (on L2 distances of unit vectors) and, when ``mutual``, are mutual nearest neighbours.
+
+    The references are padded to one width, so the similarities are one (refs, width, Nq) array and every
+    step is a whole-array max along an axis (no per-reference sort): each reference keypoint's best query
+    keypoint, each query keypoint's best and (after masking the best) second-best reference keypoint.
     """
-    out: list[np.ndarray] = []
     empty = np.zeros((0, 2), dtype=np.int64)
-    if len(q_desc) < 2 or not ref_descs:
+    sizes = np.array([len(r) for r in ref_descs], dtype=np.int64)
+    if len(q_desc) < 2 or not len(sizes) or sizes.max() < 2:
         return [empty for _ in ref_descs]
     q = descriptors_float(q_desc)
-    sizes = [len(r) for r in ref_descs]
-    if sum(sizes) == 0:
-        return [empty for _ in ref_descs]
-    allr = descriptors_float(np.concatenate([r for r in ref_descs if len(r)], axis=0))
-    sim = q @ allr.T  # (Nq, sum M)
-    start = 0
-    for m in sizes:
-        if m < 2:
-            out.append(empty)
-            start += m
-            continue
-        s = sim[:, start:start + m]
-        start += m
-        top2 = np.argpartition(-s, 1, axis=1)[:, :2]
-        s2 = np.take_along_axis(s, top2, axis=1)
-        first = np.argmax(s2, axis=1)
-        best = top2[np.arange(len(s)), first]
-        sbest = s2[np.arange(len(s)), first]
-        ssec = s2[np.arange(len(s)), 1 - first]
-        d1 = np.sqrt(np.clip(2 - 2 * sbest, 0, None))
-        d2 = np.sqrt(np.clip(2 - 2 * ssec, 0, None))
-        ok = d1 < ratio * d2
-        if mutual:
-            back = np.argmax(s, axis=0)  # best query kp for every ref kp
-            ok &= back[best] == np.arange(len(s))
-        qi = np.nonzero(ok)[0]
-        out.append(np.stack([qi, best[qi]], axis=1).astype(np.int64))
-    return out
+    nr, width = len(sizes), int(sizes.max())
+    R = np.zeros((nr, width, q.shape[1]), np.float32)
+    for k, r in enumerate(ref_descs):
+        if sizes[k] >= 2:
+            R[k, :sizes[k]] = descriptors_float(r)
+    sim = (R.reshape(-1, q.shape[1]) @ q.T).reshape(nr, width, len(q))  # one GEMM
+    for k in np.nonzero(sizes < width)[0]:  # padding rows: below any cosine
+        sim[k, sizes[k]:] = -2.0
+    sbest = sim.max(axis=1)  # (refs, Nq) each query keypoint's best similarity
+    if mutual:
+        # a mutual pair (m, q): q is m's best query keypoint and m's similarity is q's best
+        back = np.argmax(sim, axis=2)  # (refs, width)
+        colbest = np.take_along_axis(sim, back[..., None], 2)[..., 0]
+        rk, mk = np.nonzero(colbest >= np.take_along_axis(sbest, back, 1))
+        qk = back[rk, mk]
+        keep = mk < sizes[rk]
+        rk, mk, qk = rk[keep], mk[keep], qk[keep]
+        first = np.unique(rk * len(q) + qk, return_index=True)[1]  # one pair per query kp (exact ties)
+        rk, mk, qk = rk[first], mk[first], qk[first]
+    else:
+        rk, qk = np.indices((nr, len(q))).reshape(2, -1)
+        mk = np.argmax(sim[rk, :, qk], axis=1)
+    sim[rk, mk, qk] = -2.0
+    ssec = sim[rk, :, qk].max(axis=1) if len(rk) else np.zeros(0, np.float32)
+    d1 = np.sqrt(np.clip(2 - 2 * sbest[rk, qk], 0, None))
+    d2 = np.sqrt(np.clip(2 - 2 * ssec, 0, None))
+    ok = (d1 < ratio * d2) & (sizes[rk] >= 2)
+    rk, mk, qk = rk[ok], mk[ok], qk[ok]
+    order = np.lexsort((qk, rk))
+    rk, mk, qk = rk[order], mk[order], qk[order]
+    cuts = np.searchsorted(rk, np.arange(nr + 1))
+    return [np.stack([qk[a:b], mk[a:b]], axis=1).astype(np.int64) if b > a else empty
+            for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def ransac_threshold(q_size, r_size, threshold_frac: float = 0.004) -> float:

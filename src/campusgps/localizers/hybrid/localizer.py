@@ -174,13 +174,18 @@ class HybridLocalizer(RetrievalLocalizer):
         h = self.hybrid if h is None else h
         return self.reranker is not None and h.get("rerank", "off") == "learned" and self.cfg.rerank == "learned"
 
-    def _verify_geometry(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray, geometry: bool = True):
+    def _verify_geometry(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray, geometry: bool = True,
+                         fitted: bool = False):
         """The one place a query is described and verified: (n_query_kp, inliers, geometry), with the viewpoint
-        evidence of every pair when ``geometry`` (only the re-ranker uses it), else geometry None."""
+        evidence of the pairs when ``geometry`` (only the re-ranker uses it), else geometry None. ``fitted``:
+        the fitted inlier threshold is final, so only pairs verified under it get geometry (at fit, where the
+        threshold is still being chosen, every pair does)."""
         q = self._extract_query(img)
         if not geometry:
             return len(q), verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac), None
-        inl, geo = verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac, geometry=True)
+        gmin = self._min_inliers(len(q), self.hybrid["min_inliers"]) if fitted else 0
+        inl, geo = verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac, geometry=True,
+                                    geometry_min_inliers=gmin)
         return len(q), inl, geo
 
     def _answer(self, sims, idx, inl, geo, nkp: int, params: dict | None = None):
@@ -366,7 +371,7 @@ class HybridLocalizer(RetrievalLocalizer):
         """Replace row ``j`` of ``out`` (the retrieval answer) by the verified answer when there is one.
         Returns (query keypoints, inliers and geometry per shortlisted reference)."""
         h = self.hybrid
-        nkp, inl, geo = self._verify_geometry(img, s, i, geometry=self._reranking())
+        nkp, inl, geo = self._verify_geometry(img, s, i, geometry=self._reranking(), fitted=True)
         if nkp < 8:
             out.flags[j] += ["no_local_features", "fallback_retrieval"]
             return nkp, inl, geo

@@ -53,9 +53,10 @@ def pair_geometry(q: LocalFeatures, r: LocalFeatures, m: np.ndarray, mask: np.nd
 
 
 def verify_shortlist(q: LocalFeatures, ref_lf: list[LocalFeatures], idx: np.ndarray, ratio: float,
-                     ransac: str, geometry: bool = False):
+                     ransac: str, geometry: bool = False, geometry_min_inliers: int = 0):
     """Inliers of the query against every shortlisted reference row (``idx``; -1 = no reference).
-    With ``geometry``: ``(inliers, G)``, ``G[k]`` the pair's :func:`pair_geometry` (NaN rows: not verified)."""
+    With ``geometry``: ``(inliers, G)``, ``G[k]`` the pair's :func:`pair_geometry` (NaN rows: not verified, or
+    fewer than ``geometry_min_inliers`` inliers: only verified pairs' geometry is ever read)."""
     inl = np.zeros(len(idx), dtype=np.int64)
     geo = np.full((len(idx), len(GEOMETRY)), np.nan)
     if len(q) >= 8:
@@ -64,7 +65,7 @@ def verify_shortlist(q: LocalFeatures, ref_lf: list[LocalFeatures], idx: np.ndar
         for j, (r, m) in enumerate(zip(refs, matches)):
             if len(m) >= 8:
                 inl[j], mask = verify_pair(q.xy, r.xy, m, q.size, r.size, method=ransac)
-                if geometry:
+                if geometry and inl[j] >= geometry_min_inliers:
                     geo[j] = pair_geometry(q, r, m, mask)
     return (inl, geo) if geometry else inl
 
