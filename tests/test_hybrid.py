@@ -66,6 +66,8 @@ def test_shortlist_matcher_finds_exactly_the_mutual_ratio_matches():
     base = rng.integers(0, 60, (300, 128)).astype(np.uint8)
     q = base[:200].copy()
     q[::3] = rng.integers(0, 60, (len(q[::3]), 128))  # a third of the query's descriptors are unrelated
+    twins = np.clip(q[1:60:3].astype(int) + rng.integers(-1, 2, (20, 128)), 0, 255).astype(np.uint8)
+    q = np.concatenate([q, twins])  # near-twins: same best reference keypoint, only one of them mutual
     refs = [base[50:250], base[rng.permutation(300)[:120]], np.zeros((0, 128), np.uint8), base[:1],
             rng.integers(0, 60, (80, 128)).astype(np.uint8)]
     for ratio in (0.85, 0.95):
@@ -74,6 +76,7 @@ def test_shortlist_matcher_finds_exactly_the_mutual_ratio_matches():
         for r, m in zip(refs, got):
             assert {tuple(map(int, x)) for x in m} == _matches_by_definition(q, r, ratio)
         assert len(got[0]) > 50 and len(got[2]) == len(got[3]) == 0
+        assert len(match_many(q, refs[:1], ratio=ratio, mutual=False)[0]) > len(got[0])  # the twins
 
 
 @pytest.fixture(scope="module")
