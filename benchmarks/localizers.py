@@ -88,7 +88,9 @@ DIRECTIONS = [
      "refit": True},
     {"name": "inlier power 4 (else chosen among 1, 2)", "field": "inlier_power", "off": 0.0, "on": 4.0,
      "refit": True},
-    {"name": "shortlist 20 -> 40 references verified", "field": "shortlist", "off": 20, "on": 40, "refit": False},
+    {"name": "shortlist 20 -> 40 references verified", "field": "shortlist", "off": 20, "on": 40, "refit": True},
+    {"name": "agreement radius chosen (2.5 or 1 bandwidths)", "field": "agree_bandwidths", "off": 2.5, "on": 0.0,
+     "refit": True},
 ]
 
 
@@ -106,11 +108,14 @@ def _variant(hy, field, value, refit, backbone, ds):
     return loc, None
 
 
-def run_directions(hy, ds, backbone, qds, images, truth_en, groups, results) -> list[dict]:
-    """Every direction with and without it (see DIRECTIONS); rows for the directions table."""
+def run_directions(hy, ds, backbone, qds, images, truth_en, groups, results, only=()) -> list[dict]:
+    """Every direction (or those whose field is in ``only``) with and without it (see DIRECTIONS); rows for
+    the directions table."""
     rows = []
     for d in DIRECTIONS:
         field = d["field"]
+        if only and field not in only:
+            continue
         if not hasattr(hy.cfg, field):
             rows.append({"direction": d["name"], "field": field, "status": "not in this build"})
             continue
@@ -156,6 +161,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--backbone", default="efficientnet-lite0")
     ap.add_argument("--skip", default="", help="comma-separated methods to skip")
+    ap.add_argument("--directions", default="", help="comma-separated DIRECTIONS fields to run (default: all), "
+                                                     "e.g. shortlist,agree_bandwidths")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "localizers.json"))
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -266,7 +273,7 @@ def main():
 
     if "directions" not in skip and "hybrid" in fitted:
         results["directions"] = run_directions(fitted["hybrid"], ds, args.backbone, qds, images, truth_en, groups,
-                                               results)
+                                               results, only=set(filter(None, args.directions.split(","))))
 
     if "ensemble" not in skip and len(fitted) >= 2:
         members = [fitted[k] for k in ("hybrid", "retrieval", "regression") if k in fitted]

@@ -147,3 +147,20 @@ def test_hybrid_dark_enhance_setting_round_trips(hybrid, tmp_path):
     loaded = Localizer.load(on.save(tmp_path / "on.cgps"))
     assert (loaded.cfg.dark_enhance, loaded.cfg.dim_lum_min, loaded.cfg.dim_lum_max) == ("clahe", 20.0, 70.0)
     assert loc.cfg.dark_enhance == "off"
+
+
+def test_agreement_radius_decides_which_verified_spots_are_averaged():
+    """Three verified spots: two near the place (0 m and 6 m) and one 20 m away. With a 10 m bandwidth the
+    default agreement (2.5 bandwidths = 25 m) averages all three, pulling the answer towards the far spot;
+    agreement 1 bandwidth (10 m) averages the two near ones only."""
+    from campusgps.localizers.hybrid.verification import AGREE_BANDWIDTHS, fuse_verified
+
+    pos = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 20.0]])
+    spot = np.arange(3)
+    idx, inl = np.array([0, 1, 2]), np.array([60, 50, 40])
+    wide = fuse_verified(pos, lambda: (spot, pos), idx, inl, 10, 1.0, 10.0)
+    narrow = fuse_verified(pos, lambda: (spot, pos), idx, inl, 10, 1.0, 10.0, agree=1.0)
+    assert AGREE_BANDWIDTHS == 2.5 and wide.agree.tolist() == [True, True, True]
+    assert narrow.agree.tolist() == [True, True, False]
+    assert wide.fused.center[1] > 5 and abs(narrow.fused.center[1]) < 1e-9
+    np.testing.assert_allclose(narrow.fused.center, [6.0 * 50 / 110, 0.0])

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from campusgps.localizers.confidence import Logistic
-from campusgps.localizers.hybrid.verification import GEOMETRY, Verified, fuse_verified
+from campusgps.localizers.hybrid.verification import AGREE_BANDWIDTHS, GEOMETRY, Verified, fuse_verified
 
 RIGHT_M = 20.0
 # the density mode's answer is kept when the re-ranker's best spot lies within this distance of it (the same
@@ -134,7 +134,7 @@ class Reranker:
 
 
 def fuse_around(ref_en, spots, idx, inl, min_inliers, power, bw, chosen_pos, agg="max", level="spot",
-                spot_m: float = 1.0) -> Verified | None:
+                spot_m: float = 1.0, agree: float = AGREE_BANDWIDTHS) -> Verified | None:
     """``fuse_verified`` restricted to the verified references whose spot lies within ``bw`` of the chosen
     place: the answer is the chosen spot with the spots that agree with it. ``ok`` still marks every
     verified entry; ``agree`` (one flag per verified entry) only those fused."""
@@ -143,7 +143,7 @@ def fuse_around(ref_en, spots, idx, inl, min_inliers, power, bw, chosen_pos, agg
     _, pos = spots()
     near = (idx >= 0) & (np.hypot(*(np.asarray(pos)[np.maximum(idx, 0)] - np.asarray(chosen_pos)).T) <= bw)
     r = fuse_verified(ref_en, spots, idx, np.where(near, inl, 0), min_inliers, power, bw, agg=agg, level=level,
-                      spot_m=spot_m)
+                      spot_m=spot_m, agree=agree)
     if r is None:
         return None
     agree = np.zeros(int(ok.sum()), bool)

@@ -77,6 +77,11 @@ def inlier_threshold(nkp: int, min_inliers: int, factor: float, low_kp: int) -> 
     return int(min_inliers)
 
 
+# the answer averages the verified candidates within this many bandwidths of the density mode (the
+# default, and what bundles fitted before it was a setting use; see HybridConfig.agree_bandwidths)
+AGREE_BANDWIDTHS = 2.5
+
+
 @dataclass
 class Verified:
     """A fused verified shortlist: ``ok`` marks verified entries of the shortlist, ``agree`` the agreeing
@@ -90,12 +95,12 @@ class Verified:
         return iter((self.fused, self.ok, self.raw_radius, self.agree))
 
 
-def _spot_level(spot, pos, ii, w, bw: float, agg: str):
+def _spot_level(spot, pos, ii, w, bw: float, agg: str, agree: float):
     us, inv = np.unique(spot[ii], return_inverse=True)
     W = np.zeros(len(us))
     (np.add if agg == "sum" else np.maximum).at(W, inv, w)
     P = np.stack([pos[ii[inv == k]][0] for k in range(len(us))])
-    f = robust_fuse(P, W, bandwidth_m=bw, method="mode")
+    f = robust_fuse(P, W, bandwidth_m=bw, agree_m=agree * bw, method="mode")
     a = f.agree
     f.center = (P[a] * W[a, None]).sum(0) / W[a].sum()
     d = np.hypot(*(P[a] - f.center).T)
@@ -104,13 +109,14 @@ def _spot_level(spot, pos, ii, w, bw: float, agg: str):
 
 
 def fuse_verified(ref_en, spots, idx, inl, min_inliers, power, bw, agg="max", level="spot",
-                  spot_m: float = 1.0) -> Verified | None:
+                  spot_m: float = 1.0, agree: float = AGREE_BANDWIDTHS) -> Verified | None:
     """Fuse the verified shortlist (``inl >= min_inliers``); None when nothing is verified.
 
     level ``spot``: each spot votes once (its best photo's inliers ** power, or the sum with ``agg="sum"``)
     at the spot's position; the density mode picks the agreeing spots and the answer is their weighted mean,
     so the query lands between verified spots instead of on one of them (their label noise averages out).
     level ``photo``: per-photo fusion (density mode + geometric median). ``spots``: () -> (spot ids, positions).
+    ``agree``: candidates within this many bandwidths of the mode agree (are averaged into the answer).
     """
     ok = (inl >= min_inliers) & (idx >= 0)
     if not ok.any():
@@ -118,11 +124,11 @@ def fuse_verified(ref_en, spots, idx, inl, min_inliers, power, bw, agg="max", le
     ii = idx[ok]
     w = inl[ok].astype(np.float64) ** power
     if level == "spot":
-        f, wa, agree_ref = _spot_level(*spots(), ii, w, bw, agg)
+        f, wa, agree_ref = _spot_level(*spots(), ii, w, bw, agg, agree)
     else:
         pts = ref_en[ii]
         w = per_spot_weights(pts, w, spot_m) if spot_m > 0 else w
-        f = robust_fuse(pts, w, bandwidth_m=bw, method="mode")
+        f = robust_fuse(pts, w, bandwidth_m=bw, agree_m=agree * bw, method="mode")
         wa = w[f.agree]
         agree_ref = f.agree
     n_eff = float(wa.sum() ** 2 / max((wa ** 2).sum(), 1e-12))
