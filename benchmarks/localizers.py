@@ -91,6 +91,8 @@ DIRECTIONS = [
     {"name": "shortlist 20 -> 40 references verified", "field": "shortlist", "off": 20, "on": 40, "refit": True},
     {"name": "agreement radius chosen (2.5 or 1 bandwidths)", "field": "agree_bandwidths", "off": 2.5, "on": 0.0,
      "refit": True},
+    {"name": "300 held-out photos for selection (was 150)", "field": "calib_max", "off": 150, "on": 300,
+     "refit": True},
 ]
 
 

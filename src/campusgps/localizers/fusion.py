@@ -56,13 +56,14 @@ class Fused:
 
 
 def robust_fuse(points: np.ndarray, weights: np.ndarray | None = None, bandwidth_m: float = 8.0,
-                agree_m: float | None = None, method: str = "mode") -> Fused:
+                agree_m: float | None = None, method: str = "mode", median: bool = True) -> Fused:
     """Fuse candidate positions robustly.
 
     ``method``:
       * ``mode`` (default): the candidate with the highest weighted Gaussian kernel density (bandwidth
         ``bandwidth_m``) seeds a weighted mean-shift; candidates within ``agree_m`` (default 2.5 x bandwidth)
-        of the mode agree, and the answer is their weighted geometric median.
+        of the mode agree, and the answer is their weighted geometric median (``median=False``: the mode
+        itself, for callers that compute their own answer from ``agree``).
       * ``median``: weighted geometric median of all candidates (agreeing = within ``agree_m`` of it).
       * ``mean``: weighted mean (not robust; for comparison).
       * ``top1``: the highest-weight candidate.
@@ -101,7 +102,7 @@ def robust_fuse(points: np.ndarray, weights: np.ndarray | None = None, bandwidth
     agree = dist <= agree_m
     if not agree.any():
         agree = dist <= dist.min() + 1e-9
-    if method in ("mode", "median"):
+    if method in ("mode", "median") and median:
         c = weighted_geometric_median(pts[agree], w[agree])
         dist = np.hypot(*(pts - c).T)
     wa = w[agree]

@@ -70,10 +70,13 @@ def verify_shortlist(q: LocalFeatures, ref_lf: list[LocalFeatures], idx: np.ndar
     return (inl, geo) if geometry else inl
 
 
+LOW_KP_FLOOR = 6  # a few-keypoint query's lowered inlier threshold never goes below this
+
+
 def inlier_threshold(nkp: int, min_inliers: int, factor: float, low_kp: int) -> int:
     """Inlier threshold for a query with ``nkp`` keypoints: lower for few-keypoint (dark) queries."""
     if nkp < low_kp:
-        return max(6, int(round(min_inliers * factor)))
+        return max(LOW_KP_FLOOR, int(round(min_inliers * factor)))
     return int(min_inliers)
 
 
@@ -100,7 +103,7 @@ def _spot_level(spot, pos, ii, w, bw: float, agg: str, agree: float):
     W = np.zeros(len(us))
     (np.add if agg == "sum" else np.maximum).at(W, inv, w)
     P = np.stack([pos[ii[inv == k]][0] for k in range(len(us))])
-    f = robust_fuse(P, W, bandwidth_m=bw, agree_m=agree * bw, method="mode")
+    f = robust_fuse(P, W, bandwidth_m=bw, agree_m=agree * bw, method="mode", median=False)  # centre: below
     a = f.agree
     f.center = (P[a] * W[a, None]).sum(0) / W[a].sum()
     d = np.hypot(*(P[a] - f.center).T)
