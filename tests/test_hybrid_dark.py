@@ -47,6 +47,8 @@ def test_the_re_ranker_path_describes_queries_like_the_plain_one(hybrid):
     import copy
     import dataclasses
 
+    from campusgps.localizers.hybrid.local_features import extract_local_features
+
     loc, _ = hybrid
     on = copy.copy(loc)
     on.cfg = dataclasses.replace(loc.cfg, dark_enhance="clahe")
@@ -56,4 +58,5 @@ def test_the_re_ranker_path_describes_queries_like_the_plain_one(hybrid):
     n_plain, _ = on._verify(dim, sims, idx)
     n_geo, _, geo = on._verify_geometry(dim, sims, idx, geometry=True)
     assert geo is not None and n_geo == n_plain == len(on._extract_query(dim))
-    assert n_plain > len(on._extract(dim, on.cfg.max_keypoints))  # CLAHE did add keypoints
+    plain = extract_local_features(dim, max_side=on.cfg.local_max_side, max_keypoints=on.cfg.max_keypoints)
+    assert n_plain > len(plain)  # CLAHE did add keypoints

@@ -142,7 +142,7 @@ def match_many(q_desc: np.ndarray, ref_descs: list[np.ndarray], ratio: float = 0
         rk, qk = np.indices((nr, len(q))).reshape(2, -1)
         mk = np.argmax(sim[rk, :, qk], axis=1)
     sim[rk, mk, qk] = -2.0
-    ssec = sim[rk, :, qk].max(axis=1) if len(rk) else np.zeros(0, np.float32)
+    ssec = sim[rk, :, qk].max(axis=1)
     d1 = np.sqrt(np.clip(2 - 2 * sbest[rk, qk], 0, None))
     d2 = np.sqrt(np.clip(2 - 2 * ssec, 0, None))
     ok = (d1 < ratio * d2) & (sizes[rk] >= 2)

@@ -121,9 +121,6 @@ class HybridLocalizer(RetrievalLocalizer):
         return max(self.cfg.local_max_side, 448)
 
     # ------------------------------------------------------------------ local features
-    def _extract(self, img: np.ndarray, max_kp: int) -> LocalFeatures:
-        return extract_local_features(img, max_side=self.cfg.local_max_side, max_keypoints=max_kp)
-
     def _extract_query(self, img: np.ndarray) -> LocalFeatures:
         """A query's (or held-out photo's) features: dim photos are equalized first (``dark_enhance``)."""
         c = self.cfg
@@ -189,9 +186,8 @@ class HybridLocalizer(RetrievalLocalizer):
         q = self._extract_query(img)
         if not geometry:
             return len(q), verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac), None
-        m = self.cfg.min_inliers
         gmin = (self._min_inliers(len(q), self.hybrid["min_inliers"]) if fitted
-                else min(LOW_KP_FLOOR, m) if m > 0 else LOW_KP_FLOOR)
+                else min(LOW_KP_FLOOR, *(p["min_inliers"] for p in self._candidates())))
         inl, geo = verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac, geometry=True,
                                     geometry_min_inliers=gmin)
         return len(q), inl, geo
