@@ -42,8 +42,8 @@ def test_clahe_leaves_bright_and_very_dark_photos_alone():
 
 
 def test_the_re_ranker_path_describes_queries_like_the_plain_one(hybrid):
-    """With the re-ranker on, verification goes through ``_verify_geometry``: it must extract the query like
-    ``_verify`` does (CLAHE on a dim photo when ``dark_enhance=clahe``), or the setting silently does nothing."""
+    """With the re-ranker on, verification computes geometry too: it must extract the query like the plain
+    path does (CLAHE on a dim photo when ``dark_enhance=clahe``), or the setting silently does nothing."""
     import copy
     import dataclasses
 
@@ -55,7 +55,7 @@ def test_the_re_ranker_path_describes_queries_like_the_plain_one(hybrid):
     dim = _dim(_scene(0))
     idx = np.arange(min(5, len(loc.lf)))
     sims = np.ones(len(idx), np.float32)
-    n_plain, _ = on._verify(dim, sims, idx)
+    n_plain, _, _ = on._verify_geometry(dim, sims, idx, geometry=False)
     n_geo, _, geo = on._verify_geometry(dim, sims, idx, geometry=True)
     assert geo is not None and n_geo == n_plain == len(on._extract_query(dim))
     plain = extract_local_features(dim, max_side=on.cfg.local_max_side, max_keypoints=on.cfg.max_keypoints)

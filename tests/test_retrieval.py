@@ -44,6 +44,26 @@ def test_robust_fusion_ignores_far_lookalike():
     assert w2[:3].sum() < 1.5 and w2[3] == pytest.approx(1.0)
 
 
+
+@pytest.mark.parametrize("method", ["mode", "median", "mean", "top1"])
+def test_the_fusion_grid_answers_exactly_like_fusing_each_query(method):
+    """The fusion settings are chosen by fusing every held-out query at every grid point, all rows at once
+    (``fuse_centres``); the choice must rest on the answers ``predict`` gives one query at a time: duplicate
+    positions (one spot's photos), look-alikes far away, rows with missing neighbours, a lone neighbour."""
+    from campusgps.localizers.retrieval.fusion import fuse_centres, fuse_one
+
+    rng = np.random.default_rng(3)
+    ref_en = rng.normal(0, 60, (300, 2))
+    ref_en[10:20] = ref_en[10]
+    I = np.stack([rng.choice(300, 20, replace=False) for _ in range(120)])
+    I[:, :4] = np.where(rng.random((120, 4)) < 0.4, rng.integers(10, 20, (120, 4)), I[:, :4])
+    S = -np.sort(-rng.random((120, 20)), axis=1)
+    I[5, 3:], I[7, 1:] = -1, -1
+    for k, tau, bw in [(1, 0.02, 4.0), (5, 0.05, 8.0), (20, 0.15, 16.0), (20, 0.02, 4.0)]:
+        one = np.array([fuse_one(ref_en, S[j], I[j], k, tau, bw, method)[0].center for j in range(len(S))])
+        many = fuse_centres(ref_en, S, I, k, tau, bw, method)
+        assert np.abs(one - many).max() < 1e-9
+
 def test_retrieval_beats_mean_and_round_trips(fitted, toy16, tmp_path):
     test = toy16.subset("test")
     p = fitted.predict(test.paths())

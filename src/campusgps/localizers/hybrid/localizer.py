@@ -20,8 +20,8 @@ from campusgps.localizers.hybrid.confidence import ConfidenceModel, apply_hybrid
 from campusgps.localizers.hybrid.local_features import (LocalFeatures, extract_local_features,
                                                         pack_local_features, unpack_local_features)
 from campusgps.localizers.hybrid.rerank import KEEP_MODE_M, Reranker, fuse_around, spot_candidates
-from campusgps.localizers.hybrid.verification import (AGREE_BANDWIDTHS, LOW_KP_FLOOR, fuse_verified,
-                                                      inlier_threshold, verify_shortlist)
+from campusgps.localizers.hybrid.verification import (AGREE_BANDWIDTHS, fuse_verified, inlier_threshold,
+                                                      match_shortlist, shortlist_geometry, verify_shortlist)
 from campusgps.localizers.retrieval import RetrievalConfig, RetrievalLocalizer
 from campusgps.localizers.retrieval.fusion import fuse_with
 from campusgps.localizers.selection import calibrate_radius, choices, even_sample, grid_search
@@ -166,30 +166,21 @@ class HybridLocalizer(RetrievalLocalizer):
         return self.ref_spot, self.ref_pos
 
     # ------------------------------------------------------------------ verification
-    def _verify(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray):
-        """Local-feature verification of one query against its shortlist. Returns (n_query_kp, inliers)."""
-        nkp, inl, _ = self._verify_geometry(img, sims, idx, geometry=False)
-        return nkp, inl
-
     def _reranking(self, h: dict | None = None) -> bool:
         """Whether answers use the re-ranker: fitted, switched on by the fit, and ``cfg.rerank`` still
         "learned" (setting it to "off" on a fitted model gives exactly the density-mode answers)."""
         h = self.hybrid if h is None else h
         return self.reranker is not None and h.get("rerank", "off") == "learned" and self.cfg.rerank == "learned"
 
-    def _verify_geometry(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray, geometry: bool = True,
-                         fitted: bool = False):
+    def _verify_geometry(self, img: np.ndarray, sims: np.ndarray, idx: np.ndarray, geometry: bool = True):
         """The one place a query is described and verified: (n_query_kp, inliers, geometry), with the viewpoint
         evidence of the pairs when ``geometry`` (only the re-ranker uses it), else geometry None. Only pairs
-        that can count as verified get geometry: ``fitted``: under the fitted inlier threshold; else (at fit,
-        while the threshold is being chosen) under the lowest threshold any candidate setting can give."""
+        that count as verified (the fitted inlier threshold) get geometry."""
         q = self._extract_query(img)
         if not geometry:
             return len(q), verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac), None
-        gmin = (self._min_inliers(len(q), self.hybrid["min_inliers"]) if fitted
-                else min(LOW_KP_FLOOR, *(p["min_inliers"] for p in self._candidates())))
         inl, geo = verify_shortlist(q, self.lf, idx, self.cfg.ratio, self.cfg.ransac, geometry=True,
-                                    geometry_min_inliers=gmin)
+                                    geometry_min_inliers=self._min_inliers(len(q), self.hybrid["min_inliers"]))
         return len(q), inl, geo
 
     def _answer(self, sims, idx, inl, geo, nkp: int, params: dict | None = None):
@@ -284,17 +275,30 @@ class HybridLocalizer(RetrievalLocalizer):
             yield {"min_inliers": mi, "power": pw, "bandwidth_m": bw, "agg": agg, "low_kp_factor": lf, "agree": ag}
 
     def _verify_held_out(self, held: HeldOut):
-        """(records, brightness, retrieval answers): ``records[j] = (sims, idx, inliers, n_keypoints, geometry)``
-        (geometry: ``verification.GEOMETRY`` per shortlisted pair)."""
+        """(records, brightness, retrieval answers, matches): ``records[j] = (sims, idx, inliers, n_keypoints,
+        None)``, computed once; the geometry slot is filled by ``_with_geometry`` once the inlier threshold is
+        chosen (``matches[j]``: the photo's features and its shortlist's matches, kept for that)."""
         S, I, SL = held.S, held.I, self.cfg.shortlist
-        records, brights = [], []  # (retrieval search, inliers) per held-out photo, computed once
+        records, brights, matches = [], [], []
         for j in range(len(S)):
             img = held.load(j)
-            nkp, inl, geo = self._verify_geometry(img, S[j][:SL], I[j][:SL], geometry=self.cfg.rerank == "learned")
-            records.append((S[j], I[j], inl, nkp, geo))
+            q = self._extract_query(img)
+            inl, pairs = match_shortlist(q, self.lf, I[j][:SL], self.cfg.ratio, self.cfg.ransac)
+            records.append((S[j], I[j], inl, len(q), None))
+            matches.append((q, pairs))
             brights.append(brightness(img))
         retr = np.array([fuse_with(self.ref_en, S[j], I[j], self.fusion)[0].center for j in range(len(S))])
-        return records, brights, retr
+        return records, brights, retr, matches
+
+    def _with_geometry(self, records, matches):
+        """``records`` with the viewpoint geometry (``verification.GEOMETRY``) of every pair that passes the
+        fitted inlier threshold, as ``predict`` computes it (None without the re-ranker: nothing reads it)."""
+        if self.cfg.rerank != "learned":
+            return records
+        SL = self.cfg.shortlist
+        return [(s, i, inl, nkp, shortlist_geometry(q, self.lf, i[:SL], inl, pairs,
+                                                    self._min_inliers(nkp, self.hybrid["min_inliers"])))
+                for (s, i, inl, nkp, _), (q, pairs) in zip(records, matches)]
 
     def refit_confidence(self, dataset) -> ConfidenceModel | None:
         """Refit only the confidence model (same held-out mapping photos as ``fit``, settings kept): for a
@@ -302,7 +306,8 @@ class HybridLocalizer(RetrievalLocalizer):
         held = self._held_out_mapped(dataset.training_rows())
         if held is None:
             return None
-        records, brights, retr = self._verify_held_out(held)
+        records, brights, retr, matches = self._verify_held_out(held)
+        records = self._with_geometry(records, matches)
         self.confidence_model = fit_hybrid_confidence(self, records, brights, retr, held.truth, held.groups)
         return self.confidence_model
 
@@ -334,9 +339,9 @@ class HybridLocalizer(RetrievalLocalizer):
 
     def _select_and_calibrate(self, held: HeldOut, choices_out: dict) -> None:
         S, truth, SL = held.S, held.truth, self.cfg.shortlist
-        records, brights, retr = self._verify_held_out(held)
+        records, brights, retr, matches = self._verify_held_out(held)
 
-        def evaluate(p):
+        def evaluate(p):  # the grid's settings never read geometry (the re-ranker is off while they are chosen)
             cen, rr = [], []
             for j, (s, i, inl, nkp, geo) in enumerate(records):
                 r = self._answer(s[:SL], i[:SL], inl, geo, nkp, {**p, "level": self.cfg.fusion_level})[0]
@@ -348,6 +353,7 @@ class HybridLocalizer(RetrievalLocalizer):
         best = grid_search(self._candidates(), evaluate)
         params, err, rr = best["params"], best["errors"], best["extra"]["rr"]
         self.hybrid.update(params)
+        records = self._with_geometry(records, matches)
         if self.cfg.rerank == "learned":
             err, rr = self._fit_reranker(records, held, evaluate, choices_out, err, rr)
         scale, cov = calibrate_radius(rr, err, self.cfg.radius_target, min_n=3)
@@ -379,7 +385,7 @@ class HybridLocalizer(RetrievalLocalizer):
         """Replace row ``j`` of ``out`` (the retrieval answer) by the verified answer when there is one.
         Returns (query keypoints, inliers and geometry per shortlisted reference)."""
         h = self.hybrid
-        nkp, inl, geo = self._verify_geometry(img, s, i, geometry=self._reranking(), fitted=True)
+        nkp, inl, geo = self._verify_geometry(img, s, i, geometry=self._reranking())
         if nkp < 8:
             out.flags[j] += ["no_local_features", "fallback_retrieval"]
             return nkp, inl, geo

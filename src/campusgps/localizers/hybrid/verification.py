@@ -52,22 +52,41 @@ def pair_geometry(q: LocalFeatures, r: LocalFeatures, m: np.ndarray, mask: np.nd
     return g
 
 
-def verify_shortlist(q: LocalFeatures, ref_lf: list[LocalFeatures], idx: np.ndarray, ratio: float,
-                     ransac: str, geometry: bool = False, geometry_min_inliers: int = 0):
-    """Inliers of the query against every shortlisted reference row (``idx``; -1 = no reference).
-    With ``geometry``: ``(inliers, G)``, ``G[k]`` the pair's :func:`pair_geometry` (NaN rows: not verified, or
-    fewer than ``geometry_min_inliers`` inliers: only verified pairs' geometry is ever read)."""
+def match_shortlist(q: LocalFeatures, ref_lf: list[LocalFeatures], idx: np.ndarray, ratio: float,
+                    ransac: str) -> tuple[np.ndarray, list]:
+    """RANSAC inliers of the query against every shortlisted reference row (``idx``; -1 = no reference),
+    and per entry its ``(tentative matches, inlier mask)`` (None where nothing was verified)."""
     inl = np.zeros(len(idx), dtype=np.int64)
-    geo = np.full((len(idx), len(GEOMETRY)), np.nan)
+    pairs: list = [None] * len(idx)
     if len(q) >= 8:
         refs = [ref_lf[i] if i >= 0 else empty_local_features() for i in idx]
         matches = match_many(q.desc, [r.desc for r in refs], ratio=ratio, mutual=True)
         for j, (r, m) in enumerate(zip(refs, matches)):
             if len(m) >= 8:
                 inl[j], mask = verify_pair(q.xy, r.xy, m, q.size, r.size, method=ransac)
-                if geometry and inl[j] >= geometry_min_inliers:
-                    geo[j] = pair_geometry(q, r, m, mask)
-    return (inl, geo) if geometry else inl
+                pairs[j] = (m, mask)
+    return inl, pairs
+
+
+def shortlist_geometry(q: LocalFeatures, ref_lf: list[LocalFeatures], idx: np.ndarray, inl: np.ndarray,
+                       pairs: list, min_inliers: int) -> np.ndarray:
+    """``G[k]``: :func:`pair_geometry` of the entries with at least ``min_inliers`` inliers (NaN rows for
+    the others: only verified pairs' geometry is ever read, and it is the slow part)."""
+    geo = np.full((len(idx), len(GEOMETRY)), np.nan)
+    for j, pm in enumerate(pairs):
+        if pm is not None and inl[j] >= min_inliers:
+            geo[j] = pair_geometry(q, ref_lf[idx[j]], *pm)
+    return geo
+
+
+def verify_shortlist(q: LocalFeatures, ref_lf: list[LocalFeatures], idx: np.ndarray, ratio: float,
+                     ransac: str, geometry: bool = False, geometry_min_inliers: int = 0):
+    """Inliers of the query against every shortlisted reference row (``idx``; -1 = no reference).
+    With ``geometry``: ``(inliers, G)``, ``G`` from :func:`shortlist_geometry` (``geometry_min_inliers``)."""
+    inl, pairs = match_shortlist(q, ref_lf, idx, ratio, ransac)
+    if not geometry:
+        return inl
+    return inl, shortlist_geometry(q, ref_lf, idx, inl, pairs, geometry_min_inliers)
 
 
 LOW_KP_FLOOR = 6  # a few-keypoint query's lowered inlier threshold never goes below this

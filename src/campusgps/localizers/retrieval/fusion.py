@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from campusgps.localizers.fusion import robust_fuse
+from campusgps.localizers.fusion import fuse_many, robust_fuse
 from campusgps.localizers.selection import choices, grid_search
 
 
@@ -39,11 +39,27 @@ def _candidates(cfg):
                 yield {"k": k, "tau": tau, "bandwidth_m": bw}
 
 
+def fuse_centres(ref_en: np.ndarray, S: np.ndarray, I: np.ndarray, k: int, tau: float, bw: float,
+                 method: str) -> np.ndarray:
+    """:func:`fuse_one`'s centre for every row of a search (S, I) at once (``fusion.fuse_many``); rows
+    without any neighbour give NaN."""
+    sims, idx = np.asarray(S, np.float64)[:, :k], np.asarray(I)[:, :k]
+    valid = idx >= 0
+    out = np.full((len(idx), 2), np.nan)
+    has = valid.any(1)
+    if not has.any():
+        return out
+    sims, idx, valid = sims[has], idx[has], valid[has]
+    top = np.where(valid, sims, -np.inf).max(1, keepdims=True)
+    w = np.where(valid, np.exp((np.where(valid, sims, 0.0) - top) / max(tau, 1e-6)), 0.0)
+    out[has] = fuse_many(ref_en[np.maximum(idx, 0)], w, valid, bw, method=method)
+    return out
+
+
 def select_fusion(ref_en: np.ndarray, S: np.ndarray, I: np.ndarray, truth_en: np.ndarray, cfg) -> dict:
     """Choose k, tau, bandwidth minimising the median (then mean) error on held-out queries."""
     def evaluate(p):
-        c = np.array([fuse_one(ref_en, S[j], I[j], p["k"], p["tau"], p["bandwidth_m"], cfg.fusion)[0].center
-                      for j in range(len(S))])
+        c = fuse_centres(ref_en, S, I, p["k"], p["tau"], p["bandwidth_m"], cfg.fusion)
         return np.hypot(*(c - truth_en).T), {}
 
     r = grid_search(_candidates(cfg), evaluate)
