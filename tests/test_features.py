@@ -27,6 +27,11 @@ class Counting:
         self.n += len(images)
         return self.bb.embed(images, batch_size=batch_size, pooling=pooling)
 
+    def embed_pools(self, images, batch_size=32):
+        self.embed(images[:0])  # counts the batch (and fails like embed) without a second pass
+        self.n += len(images)
+        return self.bb.embed_pools(images, batch_size=batch_size)
+
 
 def test_computed_once_and_matches_direct(toy_dataset):
     bb = Counting(get_backbone("tiny-cnn", device="cpu"))
@@ -41,6 +46,22 @@ def test_computed_once_and_matches_direct(toy_dataset):
     sub = toy_dataset.subset("val")
     np.testing.assert_array_equal(cache.get(sub, bb), f1[(toy_dataset.manifest["split"] == "val").to_numpy()])
     assert (toy_dataset.root / ".cache" / "features" / bb.key).is_dir()
+
+
+def test_one_pass_caches_both_poolings_of_the_plain_photos(toy_dataset):
+    """Regression reads gap, retrieval GeM, of the same photos: the first request computes both in one
+    network pass, the second is served from the cache with the values a direct GeM embedding gives."""
+    bb = Counting(get_backbone("tiny-cnn", device="cpu"))
+    cache = FeatureCache.for_dataset(toy_dataset)
+    cache.get(toy_dataset, bb, pooling="gap")
+    assert bb.n == len(toy_dataset)
+    g = FeatureCache.for_dataset(toy_dataset).get(toy_dataset, bb, pooling="gem")
+    assert bb.n == len(toy_dataset)  # no second pass
+    direct = bb.bb.embed([toy_dataset.load_image(i, bb.load_max_side()) for i in range(4)], pooling="gem")
+    np.testing.assert_allclose(g[:4], direct, rtol=1e-5, atol=1e-6)
+    cache.get(toy_dataset, bb, pooling="gem", view=1)  # augmented views: only what was asked for
+    assert bb.n == 2 * len(toy_dataset)
+    assert not any(p.name.startswith("gap-v1") for p in cache.store_dir(bb, "gap", 0).parent.iterdir())
 
 
 def test_changed_image_is_recomputed(toy_dataset):

@@ -178,6 +178,16 @@ class Backbone:
         return embed_in_batches(images, batch_size, self.feature_dim, pooling, f"features {self.name}", progress,
                                 pool_batch)
 
+    def embed_pools(self, images: Sequence[np.ndarray], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """``{"gap": embed(gap), "gem": embed(gem)}`` from one pass of the network (the same batches, so the
+        same values as two ``embed`` calls): regression caches gap, retrieval GeM, of the same photos."""
+        out = {k: np.empty((len(images), self.feature_dim), np.float32) for k in ("gap", "gem")}
+        for s in range(0, len(images), batch_size):
+            maps, pooled = self._maps_and_pooled(self.preprocess(images[s:s + batch_size]), want_maps=True)
+            out["gap"][s:s + len(pooled)] = pooled
+            out["gem"][s:s + len(pooled)] = gem(maps)
+        return out
+
     def feature_maps(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """(N, C, h, w) float32 maps of the last conv layer."""
         outs = []

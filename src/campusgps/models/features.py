@@ -222,10 +222,7 @@ class FeatureCache:
 
             augment = Augmenter()
         keys = self.content_keys(dataset)
-        folder = self.store_dir(bb, pooling, view, augment)
-        store = _Store(folder, meta={"backbone": bb.describe(), "pooling": pooling, "view": view,
-                                     "augment": getattr(augment, "key", None) if view else None})
-        store.refresh()
+        store = self._store(bb, pooling, view, augment)
         missing = [i for i, k in enumerate(keys) if not store.has(k)]
         # dedupe identical images inside the missing set
         seen, todo = set(), []
@@ -238,6 +235,13 @@ class FeatureCache:
             store.refresh()
         return store.rows(keys)
 
+    def _store(self, bb, pooling: str, view: int, augment) -> _Store:
+        store = _Store(self.store_dir(bb, pooling, view, augment),
+                       meta={"backbone": bb.describe(), "pooling": pooling, "view": view,
+                             "augment": getattr(augment, "key", None) if view else None})
+        store.refresh()
+        return store
+
     def _compute(self, dataset, bb, store, keys, todo, pooling, view, augment, batch_size, progress):
         if _ENGINE[0] is not None:  # `train --engine ray`: the per-photo work as engine jobs
             return _compute_with_engine(_ENGINE[0], dataset, bb, store, keys, todo, pooling, view, augment,
@@ -248,6 +252,10 @@ class FeatureCache:
         from campusgps.progress import progress_bar
 
         compute = self._compute_fn(bb, pooling, batch_size)
+        # gap and GeM come from the same network pass: cache the other pooling of the plain photos too (the
+        # regression head reads gap, retrieval GeM, of the same photos: the second then costs nothing)
+        sibling = {"gap": "gem", "gem": "gap"}.get(pooling) if view == 0 and hasattr(bb, "embed_pools") else None
+        side = self._store(bb, sibling, view, augment) if sibling else None
         max_side = bb.load_max_side()
         paths = dataset.paths()
 
@@ -277,7 +285,14 @@ class FeatureCache:
                 images = fut.result()
                 if b + 1 < len(batches):
                     fut = pool.submit(load, batches[b + 1])
-                feats = compute(images)
+                if side is None:
+                    feats = compute(images)
+                else:
+                    both = bb.embed_pools(images, batch_size=batch_size)
+                    feats = both[pooling]
+                    new = [j for j, i in enumerate(idx) if not side.has(keys[i])]
+                    if new:
+                        side.append([keys[idx[j]] for j in new], both[sibling][new])
                 store.append([keys[i] for i in idx], feats)
                 bar.update(len(idx))
         bar.close()
