@@ -12,3 +12,28 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", ena
     forced = os.environ.get("CAMPUSGPS_PROGRESS")
     show = bool(enable) and (sys.stderr.isatty() or forced == "1") and forced != "0"
     return tqdm(total=total, desc=desc, unit=unit, disable=not show, dynamic_ncols=True, leave=False, **kw)
+
+
+def thread_map(fn, n: int, desc: str = "", unit: str = "img", progress: bool | None = True,
+               workers: int | None = None) -> list:
+    """``[fn(0), ..., fn(n - 1)]`` on ``workers`` threads (default one per core: torch's thread count, or
+    ``CAMPUSGPS_THREADS``), in order, with a progress bar: for per-photo work in OpenCV/NumPy, which releases
+    the GIL. One worker runs it inline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    workers = workers or int(os.environ.get("CAMPUSGPS_THREADS", 0) or torch.get_num_threads())
+    out = []
+    bar = progress_bar(total=n, desc=desc, unit=unit, enable=progress)
+    if workers <= 1 or n <= 1:
+        for i in range(n):
+            out.append(fn(i))
+            bar.update(1)
+    else:
+        with ThreadPoolExecutor(min(workers, n)) as pool:
+            for r in pool.map(fn, range(n)):
+                out.append(r)
+                bar.update(1)
+    bar.close()
+    return out

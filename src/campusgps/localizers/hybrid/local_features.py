@@ -224,23 +224,10 @@ def unpack_local_features(t: dict) -> list[LocalFeatures]:
 def extract_threaded(load, n: int, max_side: int, max_keypoints: int) -> list[LocalFeatures]:
     """Local features of images ``load(0) .. load(n - 1)`` (in order), one thread per core: OpenCV's SIFT and
     image decoding release the GIL (2 cores: 35 -> 16 ms per photo, identical descriptors)."""
-    from concurrent.futures import ThreadPoolExecutor
+    from campusgps.progress import thread_map
 
-    import torch
-
-    from campusgps.progress import progress_bar
-
-    def one(i: int) -> LocalFeatures:
-        return extract_local_features(load(i), max_side=max_side, max_keypoints=max_keypoints)
-
-    out = []
-    bar = progress_bar(total=n, desc="local features", unit="img")
-    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
-        for f in pool.map(one, range(n)):
-            out.append(f)
-            bar.update(1)
-    bar.close()
-    return out
+    return thread_map(lambda i: extract_local_features(load(i), max_side=max_side, max_keypoints=max_keypoints),
+                      n, desc="local features")
 
 
 class LocalFeatureWorker:

