@@ -243,19 +243,19 @@ class FeatureCache:
         return store
 
     def _compute(self, dataset, bb, store, keys, todo, pooling, view, augment, batch_size, progress):
+        # gap and GeM come from the same network pass: cache the other pooling of the plain photos too (the
+        # regression head reads gap, retrieval GeM, of the same photos: the second then costs nothing)
+        sibling = {"gap": "gem", "gem": "gap"}.get(pooling) if view == 0 and hasattr(bb, "embed_pools") else None
+        side = self._store(bb, sibling, view, augment) if sibling else None
         if _ENGINE[0] is not None:  # `train --engine ray`: the per-photo work as engine jobs
-            return _compute_with_engine(_ENGINE[0], dataset, bb, store, keys, todo, pooling, view, augment,
-                                        batch_size)
+            return _compute_with_engine(_ENGINE[0], dataset, bb, (store, side), keys, todo, (pooling, sibling),
+                                        view, augment, batch_size)
         from concurrent.futures import ThreadPoolExecutor
 
         from campusgps.errors import ImageError
         from campusgps.progress import progress_bar
 
         compute = self._compute_fn(bb, pooling, batch_size)
-        # gap and GeM come from the same network pass: cache the other pooling of the plain photos too (the
-        # regression head reads gap, retrieval GeM, of the same photos: the second then costs nothing)
-        sibling = {"gap": "gem", "gem": "gap"}.get(pooling) if view == 0 and hasattr(bb, "embed_pools") else None
-        side = self._store(bb, sibling, view, augment) if sibling else None
         max_side = bb.load_max_side()
         paths = dataset.paths()
 
@@ -290,9 +290,7 @@ class FeatureCache:
                 else:
                     both = bb.embed_pools(images, batch_size=batch_size)
                     feats = both[pooling]
-                    new = [j for j, i in enumerate(idx) if not side.has(keys[i])]
-                    if new:
-                        side.append([keys[idx[j]] for j in new], both[sibling][new])
+                    _append_new(side, [keys[i] for i in idx], both[sibling])
                 store.append([keys[i] for i in idx], feats)
                 bar.update(len(idx))
         bar.close()
@@ -325,12 +323,20 @@ def current_engine():
     return _ENGINE[0]
 
 
+def _append_new(store: _Store, keys: list[str], rows: np.ndarray) -> None:
+    """Append the rows whose key ``store`` does not hold yet."""
+    new = [j for j, k in enumerate(keys) if not store.has(k)]
+    if new:
+        store.append([keys[j] for j in new], np.stack([np.asarray(rows[j], np.float32) for j in new]))
+
+
 class CacheWorker:
     """One engine worker: decodes stored photos, applies the cache's deterministic view augmentation
-    (seeded by the file's sha256, as in-process) and computes ``pooling`` features with its own backbone."""
+    (seeded by the file's sha256, as in-process) and computes ``pooling`` features with its own backbone
+    (and, with ``sibling``, the other pooling of the same pass as ``feat2``, as in-process)."""
 
     def __init__(self, backbone: str, key: str, pooling: str, view: int = 0, augment=None, max_side=None,
-                 batch_size: int = 32, options: dict | None = None):
+                 batch_size: int = 32, options: dict | None = None, sibling: str | None = None):
         from campusgps.models.backbones import get_backbone
 
         self.bb = get_backbone(backbone, device="cpu", options=options)  # options: an onnx:PATH's settings
@@ -338,6 +344,7 @@ class CacheWorker:
             raise RuntimeError(f"worker backbone {self.bb.key} differs from the driver's {key} (other weights?)")
         self.view, self.augment, self.max_side = int(view), augment, max_side or self.bb.load_max_side()
         self.compute = FeatureCache._compute_fn(self.bb, pooling, batch_size)
+        self.pooling, self.sibling, self.batch_size = pooling, sibling, batch_size
 
     def __call__(self, batch: dict) -> dict:
         from campusgps.errors import ImageError
@@ -354,19 +361,25 @@ class CacheWorker:
                 errors.append("")
             except (ImageError, OSError) as e:
                 errors.append(str(e) or "unreadable")
+        out = {"row": np.asarray(batch["row"], np.int64), "error": np.asarray(errors, dtype=object)}
         if any(errors):  # a stored image that does not decode: the driver stops with a clear error
-            feats = np.zeros((len(errors), 1), np.float32)
+            out["feat"] = np.zeros((len(errors), 1), np.float32)
+        elif self.sibling:
+            both = self.bb.embed_pools(imgs, batch_size=self.batch_size)
+            out["feat"], out["feat2"] = both[self.pooling], both[self.sibling]
         else:
-            feats = np.asarray(self.compute(imgs), np.float32)
-        return {"row": np.asarray(batch["row"], np.int64), "feat": feats, "error": np.asarray(errors, dtype=object)}
+            out["feat"] = np.asarray(self.compute(imgs), np.float32)
+        return out
 
 
-def _compute_with_engine(engine, dataset, bb, store, keys, todo, pooling, view, augment, batch_size) -> None:
-    """Features of rows ``todo`` through ``engine``, appended to ``store`` batch by batch as they arrive
-    (an interrupted job keeps what was stored; every row comes back exactly once or the job fails)."""
+def _compute_with_engine(engine, dataset, bb, stores, keys, todo, poolings, view, augment, batch_size) -> None:
+    """Features of rows ``todo`` through ``engine``, appended to ``stores[0]`` batch by batch as they arrive
+    (an interrupted job keeps what was stored; every row comes back exactly once or the job fails); with a
+    sibling pooling (``poolings[1]``), its features go to ``stores[1]``."""
+    (store, side), (pooling, sibling) = stores, poolings
     paths = dataset.paths()
     photos = [str(paths[i]) for i in todo]
-    kw = {"backbone": bb.name, "key": bb.key, "pooling": pooling, "view": view,
+    kw = {"backbone": bb.name, "key": bb.key, "pooling": pooling, "view": view, "sibling": sibling,
           "augment": augment if view else None, "max_side": bb.load_max_side(), "batch_size": batch_size,
           "options": getattr(bb, "settings", None) if str(bb.name).startswith("onnx:") else None}
     for out in engine.map_photos(photos, CacheWorker, kw, batch_size):
@@ -376,3 +389,5 @@ def _compute_with_engine(engine, dataset, bb, store, keys, todo, pooling, view, 
             raise UserError(f"{photos[int(r)]}: stored image unreadable ({e}); re-run `campusgps ingest` "
                             f"for {dataset.root}")
         store.append([keys[todo[int(r)]] for r in out["row"]], out["feat"])
+        if side is not None:
+            _append_new(side, [keys[todo[int(r)]] for r in out["row"]], out["feat2"])
