@@ -33,8 +33,10 @@ recomputed after ``index add``.
 
 Modules: ``local_features`` (RootSIFT, matching, RANSAC, bundle packing), ``verification`` (shortlist
 verification and its per-pair viewpoint geometry, inlier thresholds, spot/photo fusion of verified references),
-``rerank`` (place re-ranker), ``confidence`` (confidence, radius, alternatives), ``localizer`` (``HybridLocalizer``).
+``rerank`` (place re-ranker), ``confidence`` (confidence, radius, alternatives), ``config`` (``HybridConfig``),
+``localizer`` (``HybridLocalizer``).
 """
-from campusgps.localizers.hybrid.localizer import HybridConfig, HybridLocalizer
+from campusgps.localizers.hybrid.config import HybridConfig
+from campusgps.localizers.hybrid.localizer import HybridLocalizer
 
 __all__ = ["HybridConfig", "HybridLocalizer"]
