@@ -21,7 +21,7 @@ PRESETS = {
     "tiny": {"synth": [], "robustness_n": 5,
              "train": {"regression": ["--epochs", "12"], "retrieval": ["--finetune", "off"],
                        "hybrid": ["--finetune", "off"]}},
-    "small": {"synth": [], "robustness_n": 40,
+    "small": {"synth": [], "robustness_n": 24,  # 24 photos x 6 perturbations: ~20 s of the hybrid's evaluation
               "train": {"regression": [], "retrieval": [], "hybrid": []}},
     "medium": {"synth": [], "robustness_n": 60,
                "train": {"regression": [], "retrieval": [], "hybrid": []}},
