@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+COMPILED := $(VENV)/.compiled
 
 .PHONY: install test demo test-fast bench clean
 
@@ -12,14 +13,19 @@ $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet --no-compile -e '.[test]'
-	@# byte-compile on every core (pip compiles file by file: 80 s of a 2-minute install here)
-	@$(VPY) -m compileall -qq -j 0 $(VENV)/lib src >/dev/null 2>&1 || true  # some packages ship files that are not Python 3 (pip skips them too)
 	@touch $(STAMP)
 
-test: install
+# byte-compile everything on every core, once, for the test suite (its many subprocesses import torch & co.;
+# pip would compile file by file: 80 s of a 2-minute install here). `make demo` runs in one process and
+# does without: Python compiles what it imports.
+$(COMPILED): $(STAMP)
+	@$(VPY) -m compileall -qq -j 0 $(VENV)/lib src >/dev/null 2>&1 || true  # some packages ship files that are not Python 3
+	@touch $(COMPILED)
+
+test: install $(COMPILED)
 	$(VPY) -m pytest -q
 
-test-fast: install
+test-fast: install $(COMPILED)
 	$(VPY) -m pytest -q -m "not slow and not browser"
 
 demo: install
