@@ -44,7 +44,6 @@ def test_robust_fusion_ignores_far_lookalike():
     assert w2[:3].sum() < 1.5 and w2[3] == pytest.approx(1.0)
 
 
-
 @pytest.mark.parametrize("method", ["mode", "median", "mean", "top1"])
 def test_the_fusion_grid_answers_exactly_like_fusing_each_query(method):
     """The fusion settings are chosen by fusing every held-out query at every grid point, all rows at once
@@ -63,6 +62,7 @@ def test_the_fusion_grid_answers_exactly_like_fusing_each_query(method):
         one = np.array([fuse_one(ref_en, S[j], I[j], k, tau, bw, method)[0].center for j in range(len(S))])
         many = fuse_centres(ref_en, S, I, k, tau, bw, method)
         assert np.abs(one - many).max() < 1e-9
+
 
 def test_retrieval_beats_mean_and_round_trips(fitted, toy16, tmp_path):
     test = toy16.subset("test")

@@ -14,16 +14,14 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", ena
     return tqdm(total=total, desc=desc, unit=unit, disable=not show, dynamic_ncols=True, leave=False, **kw)
 
 
-def thread_map(fn, n: int, desc: str = "", unit: str = "img", progress: bool | None = True,
-               workers: int | None = None) -> list:
-    """``[fn(0), ..., fn(n - 1)]`` on ``workers`` threads (default one per core: torch's thread count, or
-    ``CAMPUSGPS_THREADS``), in order, with a progress bar: for per-photo work in OpenCV/NumPy, which releases
-    the GIL. One worker runs it inline."""
+def thread_map(fn, n: int, desc: str = "", unit: str = "img", progress: bool | None = True) -> list:
+    """``[fn(0), ..., fn(n - 1)]`` on one thread per core (torch's thread count, or ``CAMPUSGPS_THREADS``), in
+    order, with a progress bar: for per-photo work in OpenCV/PIL, which releases the GIL. One thread: inline."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    workers = workers or int(os.environ.get("CAMPUSGPS_THREADS", 0) or torch.get_num_threads())
+    workers = int(os.environ.get("CAMPUSGPS_THREADS", 0) or torch.get_num_threads())
     out = []
     bar = progress_bar(total=n, desc=desc, unit=unit, enable=progress)
     if workers <= 1 or n <= 1:
