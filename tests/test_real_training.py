@@ -68,6 +68,7 @@ def test_every_method_trains_and_predicts(real_set, method, flags, capsys):
     rc = main(["train", str(ds), "--method", method, "--out", str(out), *flags])
     assert rc == 0, capsys.readouterr().err
     _predict_ok(tmp, out, ds, capsys)
+    _evaluate_ok(tmp, out, ds, capsys, explains_failures=method != "regression")
 
 
 def test_ensemble_of_real_trained_members(real_set, capsys):
@@ -92,3 +93,24 @@ def _predict_ok(tmp, model, ds, capsys):
     assert main(["predict", str(model), *map(str, test.paths()), "--out", str(csv)]) == 0, capsys.readouterr().err
     got = pd.read_csv(csv)
     assert len(got) == len(test) and np.isfinite(got[["lat", "lon", "radius_m"]].to_numpy()).all()
+
+
+def _evaluate_ok(tmp, model, ds, capsys, explains_failures: bool):
+    """evaluate on every real photo: each answer more than 20 m off gets its cause (not for regression, which
+    reports no neighbours)."""
+    import json
+
+    from campusgps.cli.main import main
+
+    out = tmp / f"eval-{model.stem}"
+    rc = main(["evaluate", str(model), str(ds), "--split", "all", "--robustness-n", "0", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    p = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    wrong = pd.to_numeric(p["error_m"]) > 20
+    assert wrong.any()  # positions were drawn at random over 120 m: a few real photos cannot all be right
+    if explains_failures:
+        assert m["failures"]["n_wrong"] == int(wrong.sum())
+        assert (p.loc[wrong, "failure"] != "").all() and (p.loc[~wrong, "failure"] == "").all()
+    else:
+        assert "failures" not in m and (p["failure"] == "").all()

@@ -184,6 +184,24 @@ def _metrics(table: pd.DataFrame, pred, frame, refs, places: dict, tstats: dict 
     return metrics
 
 
+def _failures(metrics: dict, table: pd.DataFrame, neighbors, refs: References | None, has_truth: bool) -> None:
+    """Why each wrong answer is wrong (evaluation/failures.py): the ``failure`` column and
+    metrics["failures"], against the truth when known; nothing for models that report no neighbours."""
+    from campusgps.evaluation.failures import failure_causes, failure_summary
+
+    if not any(neighbors):
+        table["failure"] = ""
+        return
+    cols = ("truth_east_m", "truth_north_m") if has_truth else ("label_east_m", "label_north_m")
+    err = table["error_vs_truth_m" if has_truth else "error_m"].to_numpy(float)
+    causes = failure_causes(table[list(cols)].to_numpy(float), err, neighbors,
+                            refs.en if refs is not None else None)
+    table["failure"] = causes
+    cond = table["condition"].to_numpy() if (table["condition"] != "").any() else None
+    metrics["failures"] = failure_summary(causes, err, cond, "truth" if has_truth else "labels",
+                                          confidence=table["confidence"].to_numpy(float))
+
+
 def _out_of_fold_baseline(metrics: dict, table: pd.DataFrame, frame, info: dict) -> None:
     """Replace the baseline by the out-of-fold one: each photo against the mean training position of the
     refitted model that scored it."""
@@ -253,6 +271,7 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
     table["read_error"] = [e or "" for e in pred.errors]
     table["top_ref_id"] = [str(nb[0].get("id", "")) if nb else "" for nb in pred.neighbors]
     metrics = _metrics(table, pred, loc.frame, refs, places, tstats, seconds)
+    _failures(metrics, table, pred.neighbors, refs, truth_aligned is not None)
     if cf_info is not None:
         _out_of_fold_baseline(metrics, table, loc.frame, cf_info)
     metrics.update({
@@ -278,7 +297,7 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
 
 def prediction_csv_frame(res: EvalResult) -> pd.DataFrame:
     cols = PREDICTION_COLUMNS + (TRUTH_COLUMNS if res.has_truth else []) + CONFIDENCE_COLUMNS + \
-        ["id", "condition", "area", "flags", "top_ref_id", "read_error"]
+        ["id", "condition", "area", "flags", "failure", "top_ref_id", "read_error"]
     return res.table[cols]
 
 

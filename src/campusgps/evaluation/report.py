@@ -298,6 +298,11 @@ def render_report(res, model_name: str = "model", worst: int = 12) -> str:
 
     parts.append(confidence_section(m, ht))
 
+    # --- why the wrong answers are wrong (issue 13) ---
+    from campusgps.evaluation.failures import failure_section
+
+    parts.append(failure_section(m))
+
     # --- breakdowns ---
     if m.get("by_condition"):
         parts.append("<h2>By condition</h2>" + group_table(m["by_condition"], ht))
