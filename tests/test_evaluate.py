@@ -110,3 +110,16 @@ def test_missing_model_and_empty_split_exit_2(setup, tmp_path, capsys):
                  "--robustness-n", "0", "--out", str(tmp_path / "o")]) == 0
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert m["n"] == 4 and "train split of" in m["baseline"]["source"]
+
+
+def test_the_documented_python_api_is_the_function_whatever_was_imported_first():
+    """``from campusgps.evaluation import evaluate`` (evaluate.py's docstring) once gave the *module* when the
+    submodule had been imported before (the CLI does): "TypeError: 'module' object is not callable"."""
+    import subprocess
+    import sys
+
+    code = ("import campusgps.evaluation.evaluate\n"
+            "from campusgps.evaluation import evaluate\n"
+            "assert callable(evaluate) and evaluate.__module__ == 'campusgps.evaluation.evaluate', evaluate\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
