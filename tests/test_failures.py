@@ -47,7 +47,7 @@ def test_each_wrong_answer_gets_the_cause_its_evidence_shows():
                                           "outvoted": 0}
     html = failure_section({"failures": s})
     assert "Why the wrong answers are wrong" in html and "5 of 6 answers" in html and "true position" in html
-    assert "not verified" in html and "By condition" in html and "median confidence" in html
+    assert "not verified" in html and "Causes by condition" in html and "median confidence" in html
     assert failure_section({}) == ""
 
 

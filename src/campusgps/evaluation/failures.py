@@ -11,7 +11,9 @@ cause, read from the answer's own evidence (the neighbours a retrieval or hybrid
 
 Positions are the localizer's local frame; "right" uses the neighbours' own positions (their labels). A
 hybrid reports its 10 neighbours with the most inliers, so ``not_found`` there means "not among the ten with
-the most evidence". Models that report no neighbours (regression) get no breakdown.
+the most evidence". Models that report no neighbours (regression) get no breakdown. Out of fold
+(``evaluate --cross-fit``), "unmapped" is judged against the full model's references, so a place only the
+left-out location group covers counts as ``not_found``.
 """
 from __future__ import annotations
 
@@ -115,6 +117,6 @@ def failure_section(metrics: dict) -> str:
     if len(by) > 1:
         crow = [[e(k), str(b["n"]), fmt_pct(b["n_wrong"] / b["n"] if b["n"] else None),
                  *[str(b[c]) for c in CAUSES]] for k, b in by.items()]
-        parts.append("<h3>By condition</h3>" +
+        parts.append("<h3>Causes by condition</h3>" +
                      table_html(["condition", "photos", "wrong", *[c.replace("_", " ") for c in CAUSES]], crow))
     return "".join(parts)
