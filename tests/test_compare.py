@@ -9,7 +9,7 @@ from test_audit import PixelNN
 
 
 def test_compare_two_models(tmp_path, capsys):
-    ds = make_toy_dataset(tmp_path / "ds", n_spots=16, views=1)
+    ds = make_toy_dataset(tmp_path / "ds", n_spots=16, views=1, extent_m=400.0)  # spread out: some answers wrong
     m1 = MeanLocalizer().fit(ds).save(tmp_path / "mean.cgps")
     m2 = PixelNN().fit(ds).save(tmp_path / "nn.cgps")
     truth = tmp_path / "truth.csv"
@@ -26,6 +26,13 @@ def test_compare_two_models(tmp_path, capsys):
     assert (df["n"] == int((man["split"] == "test").sum())).all()
     html = (out / "compare.html").read_text()
     assert html.count("<table") >= 1 and html.count("data:image/png;base64,") == 2  # CDFs vs truth and labels
+    # why the wrong answers are wrong: the nearest-neighbour model reports neighbours, the mean model none
+    causes = ["unmapped", "not_found", "not_verified", "outvoted"]
+    nn, mean = df.set_index("model").loc["nn.cgps"], df.set_index("model").loc["mean.cgps"]
+    assert nn["wrong"] > 0 and nn["wrong"] == round((1 - nn["truth_acc_20m"]) * nn["n"])
+    assert nn[causes].sum() == nn["wrong"] and nn["not_verified"] == 0
+    assert mean[["wrong", *causes]].isna().all()
+    assert "Why the wrong answers are wrong" in html
 
 
 def test_compare_needs_models_and_a_dataset(tmp_path, capsys):

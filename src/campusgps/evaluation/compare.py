@@ -12,6 +12,7 @@ import pandas as pd
 
 from campusgps.errors import UserError
 from campusgps.evaluation.confidence_section import COMPARE_FIELDS, compare_fields
+from campusgps.evaluation.failures import compare_fields as failure_fields, compare_table as failure_table
 from campusgps.evaluation.metrics import SUMMARY_KEYS, radius_coverage, summarize
 
 STAT_KEYS = [k for k in SUMMARY_KEYS if k != "n_failed"]
@@ -81,6 +82,7 @@ def write_compare(results: dict, out_dir) -> pd.DataFrame:
         row["baseline_mean_predictor_median_m"] = (res.metrics["vs_truth"]["baseline_mean_predictor_median_m"]
                                                    if has_truth else res.metrics["baseline_mean_predictor_median_m"])
         row.update(compare_fields(res.metrics, has_truth))
+        row.update(failure_fields(res.metrics))
         rows.append(row)
         series_l[name] = t["error_m"].to_numpy(float)
         if has_truth:
@@ -96,6 +98,7 @@ def write_compare(results: dict, out_dir) -> pd.DataFrame:
     brow = _row("mean-position baseline", "baseline", bl, bt, None, None)
     brow["baseline_mean_predictor_median_m"] = None
     brow.update({k: None for k in COMPARE_FIELDS})
+    brow.update({k: None for k in failure_fields({})})
     rows.append(brow)
     series_l[brow["model"]] = bl
     if has_truth:
@@ -157,6 +160,7 @@ def render_compare(df: pd.DataFrame, series_t, series_l, results: dict, baseline
     if conds:
         crow = [[e(c), *[fmt_m(conds[c].get(n, {}).get("median_m")) for n in results]] for c in sorted(conds)]
         body.append("<h2>Median error by condition</h2>" + table_html(["condition", *map(e, results)], crow))
+    body.append(failure_table(list(results), [r.metrics for r in results.values()]))
     fm = next(iter(results.values())).metrics
     sub = (f"{len(results)} model(s) · dataset <code>{e(str(fm.get('dataset')))}</code> · split "
            f"<code>{e(str(fm.get('split')))}</code> · {fm.get('n_images')} photos")

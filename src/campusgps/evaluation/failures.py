@@ -91,6 +91,29 @@ def failure_summary(causes: list[str], err, conditions=None, against: str = "lab
     return out
 
 
+def compare_fields(metrics: dict) -> dict:
+    """compare.csv's columns: answers more than ``RIGHT_M`` off and the count of each cause (None for a model
+    without the breakdown, e.g. regression)."""
+    f = metrics.get("failures") or {}
+    return {"wrong": f.get("n_wrong"), **{c: f.get(c) for c in CAUSES}}
+
+
+def compare_table(names: list[str], metrics: list[dict]) -> str:
+    """compare.html's cause table, one row per model that has the breakdown ("" when none has)."""
+    from campusgps.evaluation.report import e, table_html
+
+    rows = [[e(n), str(f["n_wrong"]), *[str(f[c]) for c in CAUSES]]
+            for n, f in ((n, m.get("failures")) for n, m in zip(names, metrics)) if f]
+    if not rows:
+        return ""
+    return ("<h2>Why the wrong answers are wrong</h2>" +
+            table_html(["model", f"> {RIGHT_M:g} m", *[c.replace("_", " ") for c in CAUSES]], rows) +
+            "<p class=\"note\">Each answer more than 20 m off gets one cause, read from the neighbours the model "
+            "reported: unmapped (no mapping photo near), not found (none of the neighbours is near), not verified "
+            "(a near one was found but local features did not confirm it), outvoted (a look-alike place had more "
+            "evidence). Models that report no neighbours (regression) are not listed.</p>")
+
+
 def failure_section(metrics: dict) -> str:
     """report.html's "Why the wrong answers are wrong" section ("" when metrics have no ``failures``)."""
     from campusgps.evaluation.report import e, fmt_pct, table_html
