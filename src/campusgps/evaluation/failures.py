@@ -74,12 +74,10 @@ def failure_summary(causes: list[str], err, conditions=None, against: str = "lab
     wrong = located & (err > right_m)
 
     def block(sel: np.ndarray) -> dict:
-        w = int((wrong & sel).sum())
-        return {"n": int((located & sel).sum()), "n_wrong": w,
+        return {"n": int((located & sel).sum()), "n_wrong": int((wrong & sel).sum()),
                 **{c: int(((causes == c) & sel).sum()) for c in CAUSES}}
 
-    every = np.ones(len(err), bool)
-    out = {"right_m": right_m, "against": against, **block(every)}
+    out = {"right_m": right_m, "against": against, **block(np.ones(len(err), bool))}
     conf = None if confidence is None else np.asarray(confidence, float)
     if conf is not None and np.isfinite(conf).any():
         groups = {"right": located & ~wrong, **{c: causes == c for c in CAUSES}}
@@ -108,10 +106,10 @@ def compare_table(names: list[str], metrics: list[dict]) -> str:
         return ""
     return ("<h2>Why the wrong answers are wrong</h2>" +
             table_html(["model", f"> {RIGHT_M:g} m", *[c.replace("_", " ") for c in CAUSES]], rows) +
-            "<p class=\"note\">Each answer more than 20 m off gets one cause, read from the neighbours the model "
-            "reported: unmapped (no mapping photo near), not found (none of the neighbours is near), not verified "
-            "(a near one was found but local features did not confirm it), outvoted (a look-alike place had more "
-            "evidence). Models that report no neighbours (regression) are not listed.</p>")
+            f"<p class=\"note\">Each answer more than {RIGHT_M:g} m off gets one cause, read from the neighbours "
+            "the model reported: unmapped (no mapping photo near), not found (none of the neighbours is near), "
+            "not verified (a near one was found but local features did not confirm it), outvoted (a look-alike "
+            "place had more evidence). Models that report no neighbours (regression) are not listed.</p>")
 
 
 def failure_section(metrics: dict) -> str:
@@ -131,7 +129,8 @@ def failure_section(metrics: dict) -> str:
     mc = f.get("median_confidence")
     rows = [[e(c.replace("_", " ")), e(what.format(r=r)), e(helps), str(f[c]), fmt_pct(f[c] / f["n_wrong"])] +
             ([fmt_pct(mc.get(c))] if mc else []) for c, (what, helps) in CAUSES.items()]
-    header = ["cause", "what happened", "what helps", "photos", "share of wrong"] + (["median confidence"] if mc else [])
+    header = ["cause", "what happened", "what helps", "photos", "share of wrong"] + \
+        (["median confidence"] if mc else [])
     parts = [head, table_html(header, rows, left_cols=3)]
     if mc:
         parts.append(f"<p class=\"note\">Median confidence of the right answers: {fmt_pct(mc.get('right'))}. "
