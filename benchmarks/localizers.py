@@ -90,9 +90,9 @@ def run_method(name, loc, qds, images, truth_en, groups, results, fit_s=None):
           f"in-radius {r['inside_radius']:.2f}  {dt:.3f} s/q", flush=True)
     f = r.get("failures")
     if f:
-        print(f"  {'':<28} > 20 m: {f['n_wrong']} = " + ", ".join(f"{f[c]} {c}" for c in
-                                                                  ("unmapped", "not_found", "not_verified", "outvoted")),
-              flush=True)
+        from campusgps.evaluation.failures import CAUSES
+
+        print(f"  {'':<28} > 20 m: {f['n_wrong']} = " + ", ".join(f"{f[c]} {c}" for c in CAUSES), flush=True)
     return pred
 
 

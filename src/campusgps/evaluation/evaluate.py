@@ -184,7 +184,8 @@ def _metrics(table: pd.DataFrame, pred, frame, refs, places: dict, tstats: dict 
     return metrics
 
 
-def _failures(metrics: dict, table: pd.DataFrame, neighbors, refs: References | None, has_truth: bool) -> None:
+def _failures(metrics: dict, table: pd.DataFrame, neighbors, refs: References | None, has_truth: bool,
+              has_condition: bool) -> None:
     """Why each wrong answer is wrong (evaluation/failures.py): the ``failure`` column and
     metrics["failures"], against the truth when known; nothing for models that report no neighbours."""
     from campusgps.evaluation.failures import failure_causes, failure_summary
@@ -197,7 +198,7 @@ def _failures(metrics: dict, table: pd.DataFrame, neighbors, refs: References | 
     causes = failure_causes(table[list(cols)].to_numpy(float), err, neighbors,
                             refs.en if refs is not None else None)
     table["failure"] = causes
-    cond = table["condition"].to_numpy() if (table["condition"] != "").any() else None
+    cond = table["condition"].to_numpy() if has_condition else None
     metrics["failures"] = failure_summary(causes, err, cond, "truth" if has_truth else "labels",
                                           confidence=table["confidence"].to_numpy(float))
 
@@ -271,7 +272,7 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
     table["read_error"] = [e or "" for e in pred.errors]
     table["top_ref_id"] = [str(nb[0].get("id", "")) if nb else "" for nb in pred.neighbors]
     metrics = _metrics(table, pred, loc.frame, refs, places, tstats, seconds)
-    _failures(metrics, table, pred.neighbors, refs, truth_aligned is not None)
+    _failures(metrics, table, pred.neighbors, refs, truth_aligned is not None, places["has_condition"])
     if cf_info is not None:
         _out_of_fold_baseline(metrics, table, loc.frame, cf_info)
     metrics.update({
