@@ -1,5 +1,6 @@
 """campusgps compare: several models, one table (plus the baseline row), overlaid CDFs."""
 import pandas as pd
+import pytest
 
 from campusgps.cli.main import main
 from campusgps.localizers.base import MeanLocalizer
@@ -33,6 +34,13 @@ def test_compare_two_models(tmp_path, capsys):
     assert nn[causes].sum() == nn["wrong"] and nn["not_verified"] == 0
     assert mean[["wrong", *causes]].isna().all()
     assert "Why the wrong answers are wrong" in html
+    # is the nearest-neighbour model's median really different from the mean model's? On 4 test photos the
+    # paired bootstrap interval is wide and holds 0: compare says so instead of crowning a winner by luck
+    assert mean[["vs_first_median_diff", "vs_first_median_lo", "vs_first_median_hi"]].isna().all()
+    assert nn["vs_first_median_lo"] < 0 < nn["vs_first_median_hi"]
+    assert nn["vs_first_median_lo"] <= nn["vs_first_median_diff"] <= nn["vs_first_median_hi"]
+    assert nn["vs_first_median_diff"] == pytest.approx(nn["truth_median_m"] - mean["truth_median_m"], abs=2e-3)
+    assert "Differences to mean.cgps" in html and "not told apart from noise" in html
 
 
 def test_compare_needs_models_and_a_dataset(tmp_path, capsys):

@@ -13,9 +13,24 @@ import pandas as pd
 from campusgps.errors import UserError
 from campusgps.evaluation.confidence_section import COMPARE_FIELDS, compare_fields
 from campusgps.evaluation.failures import compare_fields as failure_fields, compare_table as failure_table
-from campusgps.evaluation.metrics import SUMMARY_KEYS, radius_coverage, summarize
+from campusgps.evaluation.metrics import SUMMARY_KEYS, paired_difference, radius_coverage, summarize
 
 STAT_KEYS = [k for k in SUMMARY_KEYS if k != "n_failed"]
+# every model after the first against the first, on the same photos (paired bootstrap, 90 % interval):
+# compare.csv columns vs_first_<stat>_{diff,lo,hi}; <stat> median (m) and acc20 (share within 20 m)
+VS_FIRST = (("median", "median"), ("acc20", "acc20"))
+VS_FIRST_FIELDS = [f"vs_first_{k}_{x}" for k, _ in VS_FIRST for x in ("diff", "lo", "hi")]
+
+
+def vs_first(first_errors, errors) -> dict:
+    """``VS_FIRST_FIELDS`` of one model against the first (None for the first model itself)."""
+    if first_errors is None:
+        return {k: None for k in VS_FIRST_FIELDS}
+    out = {}
+    for key, stat in VS_FIRST:
+        d = paired_difference(first_errors, errors, stat)
+        out.update({f"vs_first_{key}_diff": d["diff"], f"vs_first_{key}_lo": d["lo"], f"vs_first_{key}_hi": d["hi"]})
+    return out
 
 
 def _unique_names(models) -> list[str]:
@@ -71,7 +86,7 @@ def write_compare(results: dict, out_dir) -> pd.DataFrame:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows, series_t, series_l = [], {}, {}
+    rows, series_t, series_l, first_err = [], {}, {}, None
     has_truth = all(r.has_truth for r in results.values())
     first = next(iter(results.values()))
     for name, res in results.items():
@@ -83,6 +98,9 @@ def write_compare(results: dict, out_dir) -> pd.DataFrame:
                                                    if has_truth else res.metrics["baseline_mean_predictor_median_m"])
         row.update(compare_fields(res.metrics, has_truth))
         row.update(failure_fields(res.metrics))
+        err = te if has_truth else t["error_m"].to_numpy(float)
+        row.update(vs_first(first_err, err))
+        first_err = err if first_err is None else first_err
         rows.append(row)
         series_l[name] = t["error_m"].to_numpy(float)
         if has_truth:
@@ -99,6 +117,7 @@ def write_compare(results: dict, out_dir) -> pd.DataFrame:
     brow["baseline_mean_predictor_median_m"] = None
     brow.update({k: None for k in COMPARE_FIELDS})
     brow.update({k: None for k in failure_fields({})})
+    brow.update(vs_first(None, None))
     rows.append(brow)
     series_l[brow["model"]] = bl
     if has_truth:
@@ -161,7 +180,39 @@ def render_compare(df: pd.DataFrame, series_t, series_l, results: dict, baseline
         crow = [[e(c), *[fmt_m(conds[c].get(n, {}).get("median_m")) for n in results]] for c in sorted(conds)]
         body.append("<h2>Median error by condition</h2>" + table_html(["condition", *map(e, results)], crow))
     body.append(failure_table(list(results), [r.metrics for r in results.values()]))
+    body.append(_vs_first_table(df, ht))
     fm = next(iter(results.values())).metrics
     sub = (f"{len(results)} model(s) · dataset <code>{e(str(fm.get('dataset')))}</code> · split "
            f"<code>{e(str(fm.get('split')))}</code> · {fm.get('n_images')} photos")
     return page("campusgps comparison", "".join(body), sub)
+
+
+def _vs_first_table(df: pd.DataFrame, truth: bool) -> str:
+    """Each model against the first: is the difference more than the luck of which photos were tested?"""
+    from campusgps.evaluation.report import e, table_html
+
+    models = df[df["method"] != "baseline"].to_dict("records")
+    if len(models) < 2:
+        return ""
+
+    def cell(r, key, scale, unit):
+        d, lo, hi = (r[f"vs_first_{key}_{x}"] for x in ("diff", "lo", "hi"))
+        if d is None or not np.isfinite(d):
+            return "–"
+        return f"{d * scale:+.1f}{unit} [{lo * scale:+.1f}, {hi * scale:+.1f}]"
+
+    def verdict(r):
+        lo, hi = r["vs_first_median_lo"], r["vs_first_median_hi"]
+        if lo is None or not np.isfinite(lo):
+            return "–"
+        return "lower median" if hi < 0 else "higher median" if lo > 0 else "not told apart from noise"
+
+    rows = [[e(str(r["model"])), cell(r, "median", 1, " m"), cell(r, "acc20", 100, " pts"), verdict(r)]
+            for r in models[1:]]
+    first = e(str(models[0]["model"]))
+    return (f"<h2>Differences to {first}</h2>" +
+            table_html(["model", "median error", "share within 20 m", "median"], rows, left_cols=1) +
+            f"<p class=\"note\">Each model minus <b>{first}</b> on the same photos "
+            f"({'errors vs true positions' if truth else 'errors vs labels'}), with a 90 % interval from a paired "
+            f"bootstrap over the photos (2,000 resamples). When the interval holds 0, this photo set cannot tell the "
+            f"two apart: test on more photos before choosing. Columns vs_first_* in compare.csv.</p>")

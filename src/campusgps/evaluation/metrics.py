@@ -2,7 +2,8 @@
 
 ``summarize(errors_m)`` gives the contract's keys (``n, mean_m, median_m, p75_m, p90_m, p95_m, p99_m,
 max_m, acc_5m, acc_10m, acc_20m, acc_50m``). Non-finite errors (images a model could not read) are not
-part of the statistics; they are counted in ``n_failed`` so a report can say so.
+part of the statistics; they are counted in ``n_failed`` so a report can say so. ``paired_difference``
+says whether one model's statistic really differs from another's on the same images (paired bootstrap).
 """
 from __future__ import annotations
 
@@ -86,3 +87,57 @@ def grouped(errors_m, groups, radius_m=None, extra: dict | None = None) -> dict:
                 d[name]["radius_coverage"] = radius_coverage(a, np.asarray(radius_m)[m])["coverage"]
         out[key] = d
     return out
+
+
+def _stat(e: np.ndarray, stat: str) -> np.ndarray:
+    """``stat`` of every row of ``e`` (rows = bootstrap resamples): median, mean, pNN or accNN (share <= NN m)."""
+    if stat == "median":
+        return np.median(e, axis=-1)
+    if stat == "mean":
+        return e.mean(axis=-1)
+    if stat.startswith("p") and stat[1:].isdigit():
+        return np.percentile(e, float(stat[1:]), axis=-1)
+    if stat.startswith("acc") and stat[3:].isdigit():
+        return (e <= float(stat[3:])).mean(axis=-1)
+    raise ValueError(f"unknown statistic {stat!r} (median, mean, pNN, accNN)")
+
+
+def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) indices of bootstrap resamples of n images (seeded: the same numbers on every run)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_interval(errors, stat: str = "median", level: float = 0.9, n_boot: int = 2000,
+                       seed: int = 0) -> dict:
+    """``stat`` of one model's errors with its bootstrap interval over the images: how far the number could
+    move on another draw of as many photos (``value``, ``lo``, ``hi``, ``n``; None without images)."""
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    e = e[np.isfinite(e)]
+    if e.size == 0:
+        return {"n": 0, "value": None, "lo": None, "hi": None}
+    lo, hi = np.quantile(_stat(e[_resamples(e.size, n_boot, seed)], stat), [(1 - level) / 2, (1 + level) / 2])
+    return {"n": int(e.size), "value": _r(_stat(e[None], stat)[0]), "lo": _r(lo), "hi": _r(hi)}
+
+
+def paired_difference(errors_a, errors_b, stat: str = "median", level: float = 0.9, n_boot: int = 2000,
+                      seed: int = 0) -> dict:
+    """How sure is "B beats A"? ``stat(B) - stat(A)`` over the same images, with a paired bootstrap interval.
+
+    ``errors_a``/``errors_b``: errors of two models on the *same* images, in the same order (images either
+    could not place are left out of both). Resampling images (not the two models separately) keeps what
+    they share, so a difference smaller than the spread of one 300-photo median can still be told apart
+    from noise, or not: ``significant`` is True when the ``level`` interval excludes 0. Returns ``n``,
+    ``a``, ``b``, ``diff`` and ``lo``/``hi`` (None without images)."""
+    a = np.asarray(errors_a, dtype=np.float64).ravel()
+    b = np.asarray(errors_b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired errors need the same images: {a.size} vs {b.size}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size == 0:
+        return {"n": 0, "a": None, "b": None, "diff": None, "lo": None, "hi": None, "significant": False}
+    idx = _resamples(a.size, n_boot, seed)
+    lo, hi = np.quantile(_stat(b[idx], stat) - _stat(a[idx], stat), [(1 - level) / 2, (1 + level) / 2])
+    sa, sb = float(_stat(a[None], stat)[0]), float(_stat(b[None], stat)[0])
+    return {"n": int(a.size), "a": _r(sa), "b": _r(sb), "diff": _r(sb - sa), "lo": _r(lo), "hi": _r(hi),
+            "significant": bool(lo > 0 or hi < 0)}
