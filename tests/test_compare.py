@@ -21,6 +21,7 @@ def test_compare_two_models(tmp_path, capsys):
     assert main(["compare", str(m1), str(m2), str(ds.root), "--truth", str(truth), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "mean.cgps" in printed and "nn.cgps" in printed and "mean-position baseline" in printed
+    assert "vs first [90 %]" in printed
     df = pd.read_csv(out / "compare.csv")
     assert df["model"].tolist() == ["mean.cgps", "nn.cgps", "mean-position baseline"]
     assert {"median_m", "p90_m", "acc_20m", "truth_median_m", "radius_coverage", "seconds_per_image"} <= set(df.columns)
@@ -41,6 +42,8 @@ def test_compare_two_models(tmp_path, capsys):
     assert nn["vs_first_median_lo"] <= nn["vs_first_median_diff"] <= nn["vs_first_median_hi"]
     assert nn["vs_first_median_diff"] == pytest.approx(nn["truth_median_m"] - mean["truth_median_m"], abs=2e-3)
     assert "Differences to mean.cgps" in html and "not told apart from noise" in html
+    nn_line = next(line for line in printed.splitlines() if line.startswith("nn.cgps"))
+    assert f"{nn['vs_first_median_diff']:+.2f} [{nn['vs_first_median_lo']:+.2f}, {nn['vs_first_median_hi']:+.2f}]" in nn_line
 
 
 def test_compare_needs_models_and_a_dataset(tmp_path, capsys):

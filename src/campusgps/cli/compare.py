@@ -6,8 +6,9 @@ DESCRIPTION = """Evaluate several models on the same photos in one run.
 
 Writes DIR/compare.csv (one row per model plus the mean-position baseline: median/mean/P90/max error,
 accuracy at 5/10/20/50 m, radius coverage, confidence AUC/ECE, top-3 recall within 20 m, seconds per
-photo; truth_* columns with --truth) and
-DIR/compare.html (the table and overlaid error curves).
+photo; truth_* columns with --truth; vs_first_* columns: each model's median and share within 20 m minus
+the first model's, on the same photos, with a 90 % paired-bootstrap interval) and DIR/compare.html (the
+table, overlaid error curves, and which differences to the first model are more than noise).
 
 examples:
   campusgps compare regression.cgps retrieval.cgps campus_ds --out cmp/
@@ -53,10 +54,18 @@ def format_table(df, p: str = "") -> str:
     from campusgps.evaluation.report import fmt_m, fmt_num, fmt_pct
 
     what = "vs truth" if p else "vs labels"
-    hdr = ("model", f"median {what}", "P90", "<=20 m", "conf AUC", "top-3 <=20 m", "s/photo")
-    rows = [hdr] + [(str(r["model"]), fmt_m(r[f"{p}median_m"]), fmt_m(r[f"{p}p90_m"]), fmt_pct(r[f"{p}acc_20m"]),
-                     fmt_num(r.get("confidence_auc")), fmt_pct(r.get("top3_recall")),
+    hdr = ("model", f"median {what}", "vs first [90 %]", "P90", "<=20 m", "conf AUC", "top-3 <=20 m", "s/photo")
+    rows = [hdr] + [(str(r["model"]), fmt_m(r[f"{p}median_m"]), _vs_first(r), fmt_m(r[f"{p}p90_m"]),
+                     fmt_pct(r[f"{p}acc_20m"]), fmt_num(r.get("confidence_auc")), fmt_pct(r.get("top3_recall")),
                      "-" if r["seconds_per_image"] is None or r["seconds_per_image"] != r["seconds_per_image"]
                      else f"{r['seconds_per_image']:.3f}") for r in df.to_dict("records")]
     w = [max(len(r[i]) for r in rows) for i in range(len(hdr))]
     return "\n".join("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows)
+
+
+def _vs_first(r: dict) -> str:
+    """Median minus the first model's, with its paired-bootstrap interval ("-" for the first and the baseline)."""
+    d, lo, hi = (r.get(f"vs_first_median_{x}") for x in ("diff", "lo", "hi"))
+    if d is None or d != d:
+        return "-"
+    return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"

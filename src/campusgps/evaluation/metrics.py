@@ -141,3 +141,11 @@ def paired_difference(errors_a, errors_b, stat: str = "median", level: float = 0
     sa, sb = float(_stat(a[None], stat)[0]), float(_stat(b[None], stat)[0])
     return {"n": int(a.size), "a": _r(sa), "b": _r(sb), "diff": _r(sb - sa), "lo": _r(lo), "hi": _r(hi),
             "significant": bool(lo > 0 or hi < 0)}
+
+
+def median_interval(errors_m, level: float = 0.9) -> dict | None:
+    """metrics.json's ``median_interval_m``: the median's bootstrap interval over the photos (``lo``, ``hi``,
+    ``level``), or None without photos. Two models whose medians differ by less than this width may not
+    differ at all on another draw of photos (``compare`` tests that pairwise)."""
+    b = bootstrap_interval(errors_m, "median", level)
+    return None if not b["n"] else {"lo": b["lo"], "hi": b["hi"], "level": level}

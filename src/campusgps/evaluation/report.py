@@ -109,6 +109,14 @@ def figure(png: bytes, alt: str, caption: str) -> str:
     return f"<figure>{img_tag(png, alt)}<figcaption>{caption}</figcaption></figure>"
 
 
+def _interval_note(iv: dict | None) -> str:
+    """The median's bootstrap interval under its card ("" for metrics written before it existed)."""
+    if not iv:
+        return ""
+    return (f"<div class=\"k\" title=\"bootstrap over these photos: another draw of as many photos could give any "
+            f"median in this range\">{iv['level']:.0%} interval {iv['lo']:.1f}–{iv['hi']:.1f} m</div>")
+
+
 def cards(items: list[tuple[str, str]]) -> str:
     return "<div class=\"cards\">" + "".join(
         f"<div class=\"card\"><div class=\"v\">{v}</div><div class=\"k\">{k}</div></div>" for k, v in items) + "</div>"
@@ -242,7 +250,7 @@ def render_report(res, model_name: str = "model", worst: int = 12) -> str:
     base = m["baseline"]
     base_med = (base.get("vs_truth") or base["vs_labels"]).get("median_m")
     parts = [cards([
-        (f"median error vs {against}", fmt_m(main.get("median_m"))),
+        (f"median error vs {against}", fmt_m(main.get("median_m")) + _interval_note(main.get("median_interval_m"))),
         (f"P90 error vs {against}", fmt_m(main.get("p90_m"))),
         ("within 20 m", fmt_pct(main.get("acc_20m"))),
         ("mean-position baseline median", fmt_m(base_med)),
