@@ -14,7 +14,9 @@ Prints a table and writes benchmarks/results/localizers.json. The CPU is shared 
 what this machine gave during the run. Every model here is fitted with the same defaults as
 ``campusgps train`` (up to 2026-12-01 the retrieval and hybrid rows were fitted with ``finetune="off"``, the
 projection head that ``train`` learns by default left out); each wrong answer (> 20 m) gets its cause
-(evaluation/failures.py).
+(evaluation/failures.py). Each direction also prints with - without for the median, P90, share within
+20 m and night median with a paired bootstrap 90 % interval over the queries (evaluation.metrics.
+paired_difference): a difference whose interval holds 0 is not told apart from noise.
 """
 from __future__ import annotations
 
@@ -116,6 +118,8 @@ DIRECTIONS = [
      "refit": True},
     {"name": "geo-aligned projection head (finetune auto)", "field": "finetune", "off": "off", "on": "auto",
      "refit": True},
+    {"name": "EfficientNet-Lite2 backbone (260 px) for the shortlist", "field": "backbone",
+     "off": "efficientnet-lite0", "on": "efficientnet-lite2", "refit": True},
 ]
 
 
@@ -125,7 +129,7 @@ def _variant(hy, field, value, refit, backbone, ds):
 
     if refit:
         t = time.perf_counter()
-        loc = HybridLocalizer(backbone=backbone, **{field: value}).fit(ds)
+        loc = HybridLocalizer(**{"backbone": backbone, field: value}).fit(ds)
         return loc, time.perf_counter() - t
     loc = copy.copy(hy)
     loc.cfg = copy.copy(hy.cfg)
@@ -165,8 +169,11 @@ def run_directions(hy, ds, backbone, qds, images, truth_en, groups, results, onl
                           "night_median_m": r["groups"].get("cond:night", {}).get("median_m"),
                           "facade_median_m": r["groups"].get("area:repeated_facade", {}).get("median_m"),
                           "s_per_query": r.get("s_per_query")}
+        row["with_minus_without"] = _deltas(results[pair["without"][0]]["_err"], results[pair["with"][0]]["_err"],
+                                            groups.get("cond:night"))
         rows.append(row)
     print("\ndirections (hybrid, with vs without; errors vs truth):")
+    print("  (second line: with - without, paired bootstrap 90 % interval over the queries; * = excludes 0)")
     for r in rows:
         if "with" not in r:
             print(f"  {r['direction']:<46} {r['status']}")
@@ -176,7 +183,36 @@ def run_directions(hy, ds, backbone, qds, images, truth_en, groups, results, onl
               f"{w['p90_m']:6.1f}  night {o['night_median_m'] or float('nan'):6.1f} -> "
               f"{w['night_median_m'] or float('nan'):6.1f}  facade {o['facade_median_m'] or float('nan'):6.1f} -> "
               f"{w['facade_median_m'] or float('nan'):6.1f}  s/q {o['s_per_query']:.3f} -> {w['s_per_query']:.3f}")
+        print("  " + " " * 46 + "  ".join(f"{k} {v['diff']:+.2f} [{v['lo']:+.2f}, {v['hi']:+.2f}]"
+                                           f"{'*' if v['significant'] else ''}"
+                                           for k, v in r["with_minus_without"].items() if v["n"]))
     return rows
+
+
+def _deltas(err_without, err_with, night=None) -> dict:
+    """with - without for the median, P90, share within 20 m and the night median, each with its paired
+    bootstrap interval (``evaluation.metrics.paired_difference``): which differences are more than noise."""
+    from campusgps.evaluation.metrics import paired_difference
+
+    out = {k: paired_difference(err_without, err_with, st) for k, st in
+           (("median", "median"), ("P90", "p90"), ("within 20 m", "acc20"))}
+    if night is not None and night.any():
+        out["night median"] = paired_difference(err_without[night], err_with[night], "median")
+    return out
+
+
+def _target_intervals(hyb: dict, groups: dict) -> dict:
+    """The hybrid's target statistics with their bootstrap intervals: how far each could move on another
+    draw of as many queries (a target missed or met by less than that is not settled by this campus)."""
+    from campusgps.evaluation.metrics import bootstrap_interval
+
+    if "_err" not in hyb:
+        return {}
+    err, night = hyb["_err"], groups.get("cond:night")
+    out = {"hybrid median": bootstrap_interval(err, "median"), "hybrid P90": bootstrap_interval(err, "p90")}
+    if night is not None and night.any():
+        out["hybrid night median"] = bootstrap_interval(err[night], "median")
+    return out
 
 
 def main():
@@ -340,10 +376,13 @@ def main():
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.2f}".format):
         print(table.to_string(index=False))
     print("targets:", json.dumps(targets))
+    intervals = _target_intervals(hyb, groups)
+    for k, v in intervals.items():
+        print(f"  {k}: {v['value']:.2f} m, 90 % bootstrap interval over the queries [{v['lo']:.2f}, {v['hi']:.2f}]")
     out = {"command": "python benchmarks/localizers.py " + " ".join(sys.argv[1:]), "preset": args.preset,
            "seed": args.seed, "backbone": args.backbone, "n_mapping": len(ds), "n_queries": len(qds),
            "wall_s": time.perf_counter() - t0, "note": "2 shared CPU cores; timings include other engineers' load",
-           "targets": targets, "mapping_label_denoise": label_denoise,
+           "targets": targets, "target_intervals": intervals, "mapping_label_denoise": label_denoise,
            "results": {k: {kk: vv for kk, vv in v.items() if kk != "_err"} if isinstance(v, dict) else v
                        for k, v in results.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
