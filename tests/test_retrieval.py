@@ -190,3 +190,21 @@ def test_night_views_are_indexed_merged_and_saved(fitted, toy16, tmp_path):
     assert old.add_references(test) == len(test) and len(old.aug_of) == 0  # stays without low-light views
     again = Localizer.load(old.save(tmp_path / "old2.cgps"))
     assert again._n_night_views() == 0
+
+
+def test_the_projection_head_never_learns_from_the_photos_that_judge_it(tmp_path, monkeypatch):
+    """Without a val split, a random fifth of the mapping photos decides whether the head is kept; the head
+    must be trained on the other four fifths, or it would be judged on photos it has seen."""
+    from campusgps.localizers.retrieval import RetrievalLocalizer, projection
+
+    ds = make_toy_dataset(tmp_path / "noval", n_spots=16, views=4)
+    ds.manifest.loc[ds.manifest["split"] == "val", "split"] = "train"
+    ds.save()
+    seen = []
+    real = projection.finetune_head
+    monkeypatch.setattr(projection, "finetune_head", lambda raw, en, base, cfg: (seen.append(len(raw)),
+                                                                                 real(raw, en, base, cfg))[1])
+    loc = RetrievalLocalizer(backbone="tiny-cnn", ft_steps=5, night_views=0).fit(ds)
+    n_train = int((ds.manifest["split"] == "train").sum())
+    assert len(loc.ref_ids) == n_train            # the held-out fifth joins the index afterwards ...
+    assert len(seen) == 1 and 0.6 * n_train < seen[0] < n_train  # ... but the head never saw it

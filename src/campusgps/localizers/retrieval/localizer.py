@@ -180,7 +180,8 @@ class RetrievalLocalizer(Localizer):
 
     def _select_projection(self, raw_tr, en_tr, ref_mask, q_raw, q_en, choices: dict) -> Projection:
         """PCA-whitening on/off, then the geo-aligned head (kept when it helps), then the fusion settings;
-        each judged on the held-out queries searching the plain train references."""
+        each judged on the held-out queries searching the plain train references. The head learns from the
+        references only, never from the held-out queries that judge it."""
         from campusgps.localizers.retrieval.fusion import select_fusion
         from campusgps.localizers.retrieval.projection import finetune_head
 
@@ -205,8 +206,8 @@ class RetrievalLocalizer(Localizer):
                              for n, r in res.items()}
         proj, sel = cand[wname], res[wname]
         choices["whiten_used"] = wname
-        if self.cfg.finetune in ("auto", "on") and len(raw_tr) >= 8:
-            W, b = finetune_head(raw_tr, en_tr, proj, self.cfg)
+        if self.cfg.finetune in ("auto", "on") and ref_mask.sum() >= 8:
+            W, b = finetune_head(raw_tr[ref_mask], en_tr[ref_mask], proj, self.cfg)
             ft_proj = Projection(proj.mean, proj.P, W, b)
             ft = evaluate(ft_proj)
             choices["finetune"] = {"val_median_m": ft["val_median_m"], "val_mean_m": ft["val_mean_m"],
