@@ -61,6 +61,7 @@ def test_evaluate_writes_contract_files(setup, capsys):
     assert "src=\"http" not in html and "href=\"http" not in html  # offline, self-contained
     iv = m["vs_truth"]["median_interval_m"]
     assert f"90% interval {iv['lo']:.1f}–{iv['hi']:.1f} m" in html
+    assert f"[{iv['lo']:.1f}-{iv['hi']:.1f}], within 20 m" in printed  # the one-line summary says it too
 
 
 def test_evaluate_without_truth_has_no_truth_columns(setup):

@@ -61,11 +61,11 @@ def run(args) -> int:
                      robustness=args.robustness_n > 0, reference=args.reference, robustness_n=args.robustness_n,
                      worst=args.worst, batch_size=args.batch_size, seed=args.seed, model_name=Path(args.model).name,
                      cross_fit=args.cross_fit)
-    line = (f"{m['n']} photos: median {fmt_m(m['median_m'])}, P90 {fmt_m(m['p90_m'])}, "
+    line = (f"{m['n']} photos: median {fmt_m(m['median_m'])}{_interval(m)}, P90 {fmt_m(m['p90_m'])}, "
             f"within 20 m {fmt_pct(m['acc_20m'])} vs labels")
     if "vs_truth" in m:
         v = m["vs_truth"]
-        line += f"; median {fmt_m(v['median_m'])}, within 20 m {fmt_pct(v['acc_20m'])} vs truth"
+        line += f"; median {fmt_m(v['median_m'])}{_interval(v)}, within 20 m {fmt_pct(v['acc_20m'])} vs truth"
     line += f" (mean-position baseline {fmt_m(m['baseline_mean_predictor_median_m'])})"
     if args.cross_fit:
         line += f"; out of fold, {args.cross_fit} refits"
@@ -76,3 +76,9 @@ def run(args) -> int:
               f"alternative within 20 m {fmt_pct(c.get('top3_recall'))} vs {c.get('against')}")
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
+
+
+def _interval(block: dict) -> str:
+    """The median's 90 % bootstrap interval over the photos as ' [lo-hi]' (empty when there is none)."""
+    iv = block.get("median_interval_m")
+    return f" [{iv['lo']:.1f}-{iv['hi']:.1f}]" if iv else ""

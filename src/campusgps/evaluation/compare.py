@@ -195,11 +195,11 @@ def _vs_first_table(df: pd.DataFrame, truth: bool) -> str:
     if len(models) < 2:
         return ""
 
-    def cell(r, key, scale, unit):
+    def cell(r, key, scale, unit, nd):
         d, lo, hi = (r[f"vs_first_{key}_{x}"] for x in ("diff", "lo", "hi"))
         if d is None or not np.isfinite(d):
             return "–"
-        return f"{d * scale:+.1f}{unit} [{lo * scale:+.1f}, {hi * scale:+.1f}]"
+        return f"{d * scale:+.{nd}f}{unit} [{lo * scale:+.{nd}f}, {hi * scale:+.{nd}f}]"
 
     def verdict(r):
         lo, hi = r["vs_first_median_lo"], r["vs_first_median_hi"]
@@ -207,11 +207,11 @@ def _vs_first_table(df: pd.DataFrame, truth: bool) -> str:
             return "–"
         return "lower median" if hi < 0 else "higher median" if lo > 0 else "not told apart from noise"
 
-    rows = [[e(str(r["model"])), cell(r, "median", 1, " m"), cell(r, "acc20", 100, " pts"), verdict(r)]
+    rows = [[e(str(r["model"])), cell(r, "median", 1, " m", 2), cell(r, "acc20", 100, " pts", 1), verdict(r)]
             for r in models[1:]]
     first = e(str(models[0]["model"]))
     return (f"<h2>Differences to {first}</h2>" +
-            table_html(["model", "median error", "share within 20 m", "median"], rows, left_cols=1) +
+            table_html(["model", "median error", "share within 20 m", "the medians"], rows, left_cols=1) +
             f"<p class=\"note\">Each model minus <b>{first}</b> on the same photos "
             f"({'errors vs true positions' if truth else 'errors vs labels'}), with a 90 % interval from a paired "
             f"bootstrap over the photos (2,000 resamples). When the interval holds 0, this photo set cannot tell the "

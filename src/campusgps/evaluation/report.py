@@ -113,7 +113,7 @@ def _interval_note(iv: dict | None) -> str:
     """The median's bootstrap interval under its card ("" for metrics written before it existed)."""
     if not iv:
         return ""
-    return (f"<div class=\"k\" title=\"bootstrap over these photos: another draw of as many photos could give any "
+    return (f"<div class=\"k\" style=\"font-weight:normal\" title=\"bootstrap over these photos: another draw of as many photos could give any "
             f"median in this range\">{iv['level']:.0%} interval {iv['lo']:.1f}–{iv['hi']:.1f} m</div>")
 
 
