@@ -114,3 +114,24 @@ def _evaluate_ok(tmp, model, ds, capsys, explains_failures: bool):
         assert (p.loc[wrong, "failure"] != "").all() and (p.loc[~wrong, "failure"] == "").all()
     else:
         assert "failures" not in m and (p["failure"] == "").all()
+    iv = m["median_interval_m"]  # the median's bootstrap interval, on real photos too
+    assert iv["lo"] <= m["median_m"] <= iv["hi"]
+
+
+def test_compare_real_trained_models(real_set, capsys):
+    """compare on every real photo: the second model's median against the first's, with its paired interval."""
+    from campusgps.cli.main import main
+
+    tmp, ds = real_set
+    models = [tmp / f"{m}.cgps" for m in ("regression", "hybrid")]
+    if not all(p.exists() for p in models):
+        pytest.skip("the models are trained by test_every_method_trains_and_predicts")
+    out = tmp / "cmp"
+    assert main(["compare", *map(str, models), str(ds), "--split", "all", "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    df = pd.read_csv(out / "compare.csv").set_index("model")
+    hy, reg = df.loc["hybrid.cgps"], df.loc["regression.cgps"]
+    assert hy["vs_first_median_lo"] <= hy["vs_first_median_diff"] <= hy["vs_first_median_hi"]
+    assert hy["vs_first_median_diff"] == pytest.approx(hy["median_m"] - reg["median_m"], abs=2e-3)
+    assert pd.isna(reg["vs_first_median_diff"])
+    assert "Differences to regression.cgps" in (out / "compare.html").read_text()
