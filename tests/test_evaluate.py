@@ -50,8 +50,8 @@ def test_evaluate_writes_contract_files(setup, capsys):
     assert m["median_m"] == pytest.approx(m["baseline_mean_predictor_median_m"], abs=0.05)
     # how far the median could move on another draw of as many photos (bootstrap), vs labels and vs truth
     for block in (m, m["vs_truth"]):
-        iv = block["median_interval_m"]
-        assert iv["level"] == 0.9 and iv["lo"] <= block["median_m"] <= iv["hi"] and iv["hi"] > iv["lo"]
+        iv = block["median_interval"]
+        assert iv["level"] == 0.9 and iv["lo_m"] <= block["median_m"] <= iv["hi_m"] and iv["hi_m"] > iv["lo_m"]
     p = pd.read_csv(out / "predictions.csv")
     assert list(p.columns[:10]) == ["file", "lat", "lon", "radius_m", "label_lat", "label_lon", "error_m",
                                     "true_lat", "true_lon", "error_vs_truth_m"]
@@ -59,9 +59,9 @@ def test_evaluate_writes_contract_files(setup, capsys):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table" in html
     assert "src=\"http" not in html and "href=\"http" not in html  # offline, self-contained
-    iv = m["vs_truth"]["median_interval_m"]
-    assert f"90% interval {iv['lo']:.1f}–{iv['hi']:.1f} m" in html
-    assert f"[{iv['lo']:.1f}-{iv['hi']:.1f}], within 20 m" in printed  # the one-line summary says it too
+    iv = m["vs_truth"]["median_interval"]
+    assert f"90% interval {iv['lo_m']:.1f}–{iv['hi_m']:.1f} m" in html
+    assert f"[{iv['lo_m']:.1f}-{iv['hi_m']:.1f}], within 20 m" in printed  # the one-line summary says it too
 
 
 def test_evaluate_without_truth_has_no_truth_columns(setup):

@@ -114,8 +114,8 @@ def _evaluate_ok(tmp, model, ds, capsys, explains_failures: bool):
         assert (p.loc[wrong, "failure"] != "").all() and (p.loc[~wrong, "failure"] == "").all()
     else:
         assert "failures" not in m and (p["failure"] == "").all()
-    iv = m["median_interval_m"]  # the median's bootstrap interval, on real photos too
-    assert iv["lo"] <= m["median_m"] <= iv["hi"]
+    iv = m["median_interval"]  # the median's bootstrap interval, on real photos too
+    assert iv["lo_m"] <= m["median_m"] <= iv["hi_m"]
 
 
 def test_compare_real_trained_models(real_set, capsys):

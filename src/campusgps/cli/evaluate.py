@@ -80,5 +80,5 @@ def run(args) -> int:
 
 def _interval(block: dict) -> str:
     """The median's 90 % bootstrap interval over the photos as ' [lo-hi]' (empty when there is none)."""
-    iv = block.get("median_interval_m")
-    return f" [{iv['lo']:.1f}-{iv['hi']:.1f}]" if iv else ""
+    iv = block.get("median_interval")
+    return f" [{iv['lo_m']:.1f}-{iv['hi_m']:.1f}]" if iv else ""

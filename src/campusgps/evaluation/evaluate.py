@@ -155,7 +155,7 @@ def _metrics(table: pd.DataFrame, pred, frame, refs, places: dict, tstats: dict 
     c_lat, c_lon = frame.to_wgs84(center_en[0], center_en[1])
     base_err = haversine_m(label_lat, label_lon, c_lat, c_lon)  # same distance as the model's errors
     metrics = summarize(err)
-    metrics["median_interval_m"] = median_interval(err)
+    metrics["median_interval"] = median_interval(err)
     metrics["baseline_mean_predictor_median_m"] = summarize(base_err)["median_m"]
     metrics["radius_coverage"] = radius_coverage(err, pred.radius_m)
     metrics["seconds_per_image"] = round(seconds / max(1, len(table)), 5)
@@ -167,7 +167,7 @@ def _metrics(table: pd.DataFrame, pred, frame, refs, places: dict, tstats: dict 
         terr = table["error_vs_truth_m"].to_numpy(float)
         tbase = haversine_m(tl, tn, c_lat, c_lon)
         vs = summarize(terr)
-        vs["median_interval_m"] = median_interval(terr)
+        vs["median_interval"] = median_interval(terr)
         vs["baseline_mean_predictor_median_m"] = summarize(tbase)["median_m"]
         vs["radius_coverage"] = radius_coverage(terr, pred.radius_m)
         vs["label_noise"] = summarize(haversine_m(label_lat, label_lon, table["true_lat"], table["true_lon"]))

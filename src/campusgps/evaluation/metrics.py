@@ -144,8 +144,8 @@ def paired_difference(errors_a, errors_b, stat: str = "median", level: float = 0
 
 
 def median_interval(errors_m, level: float = 0.9) -> dict | None:
-    """metrics.json's ``median_interval_m``: the median's bootstrap interval over the photos (``lo``, ``hi``,
+    """metrics.json's ``median_interval``: the median's bootstrap interval over the photos (``lo_m``, ``hi_m``,
     ``level``), or None without photos. Two models whose medians differ by less than this width may not
     differ at all on another draw of photos (``compare`` tests that pairwise)."""
     b = bootstrap_interval(errors_m, "median", level)
-    return None if not b["n"] else {"lo": b["lo"], "hi": b["hi"], "level": level}
+    return None if not b["n"] else {"lo_m": b["lo"], "hi_m": b["hi"], "level": level}

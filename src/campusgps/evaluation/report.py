@@ -114,7 +114,7 @@ def _interval_note(iv: dict | None) -> str:
     if not iv:
         return ""
     return (f"<div class=\"k\" style=\"font-weight:normal\" title=\"bootstrap over these photos: another draw of as many photos could give any "
-            f"median in this range\">{iv['level']:.0%} interval {iv['lo']:.1f}–{iv['hi']:.1f} m</div>")
+            f"median in this range\">{iv['level']:.0%} interval {iv['lo_m']:.1f}–{iv['hi_m']:.1f} m</div>")
 
 
 def cards(items: list[tuple[str, str]]) -> str:
@@ -250,7 +250,7 @@ def render_report(res, model_name: str = "model", worst: int = 12) -> str:
     base = m["baseline"]
     base_med = (base.get("vs_truth") or base["vs_labels"]).get("median_m")
     parts = [cards([
-        (f"median error vs {against}", fmt_m(main.get("median_m")) + _interval_note(main.get("median_interval_m"))),
+        (f"median error vs {against}", fmt_m(main.get("median_m")) + _interval_note(main.get("median_interval"))),
         (f"P90 error vs {against}", fmt_m(main.get("p90_m"))),
         ("within 20 m", fmt_pct(main.get("acc_20m"))),
         ("mean-position baseline median", fmt_m(base_med)),
