@@ -113,8 +113,9 @@ def _interval_note(iv: dict | None) -> str:
     """The median's bootstrap interval under its card ("" for metrics written before it existed)."""
     if not iv:
         return ""
-    return (f"<div class=\"k\" style=\"font-weight:normal\" title=\"bootstrap over these photos: another draw of as many photos could give any "
-            f"median in this range\">{iv['level']:.0%} interval {iv['lo_m']:.1f}–{iv['hi_m']:.1f} m</div>")
+    tip = "bootstrap over these photos: another draw of as many photos could give any median in this range"
+    return (f"<div class=\"k\" style=\"font-weight:normal\" title=\"{tip}\">"
+            f"{iv['level']:.0%} interval {iv['lo_m']:.1f}–{iv['hi_m']:.1f} m</div>")
 
 
 def cards(items: list[tuple[str, str]]) -> str:
