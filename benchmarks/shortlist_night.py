@@ -1,0 +1,209 @@
+"""Experiments on the hybrid's shortlist and on night photos that were measured but not built (issue 13).
+
+    .venv/bin/python benchmarks/shortlist_night.py --work /work/data2 --seed 7 [--model HYBRID.cgps]
+
+One fitted hybrid (``train``'s defaults; fitted and cached under WORK/models-shortlist unless ``--model``),
+the campus's query session, errors against the TRUE positions. Every variant changes one thing at predict
+time, is verified by the same model, and is scored against the default on the same queries with a paired
+bootstrap 90 % interval (``evaluation.metrics.paired_difference``; ``*`` when it excludes 0):
+
+* ``union 20+20`` / ``union 30+10``: the shortlist of 40 = the projection head's top N, then the best of the
+  plain whitened-GeM ranking (the same model's projection without its head) until 40;
+* ``blend 0.5``: one ranking by the mean of the head's and the plain similarity;
+* ``dark refs 20``: a dark query (mean luminance < ``DARK_LUM``) keeps 20 places for the best *dark*
+  mapping photos (night mapping photos are where right night answers come from);
+* ``night SIFT contrast x0.25`` / ``night 2x upsampled``: RootSIFT of night queries (mean gray < 35) with a
+  lower contrast threshold, or on the image upsampled twice.
+
+Prints a table and writes benchmarks/results/shortlist_night.json (``--out``). None of these is in the
+product: this script is the record of why (see the README's benchmark table).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common import ROOT, simulated_campus
+
+DARK_LUM = 40.0  # mean luminance (0-255): night mapping photos' 95th percentile 43, dusk's 5th 42 (seed 1)
+NIGHT_GRAY = 35.0  # the hybrid's own "darker than dim" level (hybrid.local_features.DIM_LUM)
+
+
+def luminance(img) -> float:
+    return float((np.asarray(img, np.float32)[..., :3] @ np.float32([0.299, 0.587, 0.114])).mean())
+
+
+def shortlist_variants(loc, ds, raw_q, dark_q):
+    """name -> function(j, sims, idx) giving the shortlist to verify for query j."""
+    from campusgps.localizers.retrieval.projection import Projection
+    from campusgps.progress import thread_map
+
+    plain = Projection(loc.proj.mean, loc.proj.P)
+    row = {str(i): k for k, i in enumerate(ds.manifest["id"])}
+    rows = np.array([row[r] for r in loc.ref_ids])
+    raw_ref = loc._raw_from_dataset(ds)[rows]  # cached backbone features
+    ref_plain, q_plain, q_head = plain(raw_ref), plain(raw_q), loc.proj(raw_q)
+    n = loc.cfg.shortlist
+    lum = np.array(thread_map(lambda k: luminance(ds.load_image(int(rows[k]), max_side=256)), len(rows),
+                              desc="reference luminance"))
+    dark_refs = np.nonzero(lum < DARK_LUM)[0]
+
+    def head_sim(j, idx):
+        return (loc.ref_desc[idx] @ q_head[j]).astype(np.float32)
+
+    def ordered(j, idx):
+        idx = np.asarray(idx)
+        s = head_sim(j, idx)
+        o = np.argsort(-s)
+        return s[o], idx[o]
+
+    def union(n_head):
+        def f(j, sims, idx):
+            keep = [int(x) for x in idx[:n_head] if x >= 0]
+            for x in np.argsort(-(ref_plain @ q_plain[j])):
+                if len(keep) >= n:
+                    break
+                if x not in keep:
+                    keep.append(int(x))
+            return ordered(j, keep)
+        return f
+
+    def blend(j, sims, idx):
+        s = 0.5 * (loc.ref_desc @ q_head[j]) + 0.5 * (ref_plain @ q_plain[j])
+        top = np.argsort(-s)[:n]
+        return s[top].astype(np.float32), top
+
+    def dark(m):
+        def f(j, sims, idx):
+            if not dark_q[j]:
+                return sims, idx
+            keep = [int(x) for x in idx[:n - m] if x >= 0]
+            for x in dark_refs[np.argsort(-(loc.ref_desc[dark_refs] @ q_head[j]))]:
+                if len(keep) >= n:
+                    break
+                if x not in keep:
+                    keep.append(int(x))
+            return ordered(j, keep)
+        return f
+
+    return {"union 20+20": union(20), "union 30+10": union(30), "blend 0.5": blend, "dark refs 20": dark(20)}, \
+        len(dark_refs)
+
+
+def night_features(kind: str):
+    """A drop-in for hybrid's ``extract_local_features`` that changes only night queries."""
+    import cv2
+
+    from campusgps.localizers.hybrid import local_features as lf
+
+    def extract(img, max_side=640, max_keypoints=1000, contrast_threshold=0.02, enhance="off", lum_band=lf.DIM_LUM):
+        gray, _ = lf._to_gray(img, max_side)
+        if float(gray.mean()) >= NIGHT_GRAY:
+            return lf.extract_local_features(img, max_side, max_keypoints, contrast_threshold, enhance, lum_band)
+        if kind == "contrast":
+            return lf.extract_local_features(img, max_side, max_keypoints, contrast_threshold * 0.25, "off", lum_band)
+        up = cv2.resize(gray, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+        return lf.extract_local_features(up, 2 * max_side, max_keypoints, contrast_threshold, "off", lum_band)
+    return extract
+
+
+def predict(loc, images, raw, dark_q, choose=None):
+    """The hybrid's answers with the shortlist ``choose(j, sims, idx)`` (None: its own)."""
+    S, I = loc._search(loc.proj(raw), loc.cfg.shortlist, use_aug=loc._dark_queries(images))
+    out = loc._predict_from_search(S, I, raw)
+    for j, img in enumerate(images):
+        s, i = (S[j], I[j]) if choose is None else choose(j, S[j], I[j])
+        loc._verify_one(out, j, img, np.asarray(s, np.float32), np.asarray(i, np.int64))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default="/tmp/cgps-bench-localizers")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--model", help="a fitted hybrid of this campus (default: fit one, cached under WORK)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shortlist_night.json"))
+    args = ap.parse_args()
+    os.environ.setdefault("CAMPUSGPS_PROGRESS", "0")
+    from campusgps import Localizer
+    from campusgps.dataset import Dataset
+    from campusgps.evaluation.metrics import paired_difference
+    from campusgps.localizers.hybrid import HybridLocalizer
+    from campusgps.localizers.hybrid import localizer as hybrid_module
+
+    t0 = time.perf_counter()
+    work = Path(args.work)
+    synth, ds_dir, q_dir = simulated_campus(work, "small", args.seed)
+    ds, qds = Dataset.open(ds_dir), Dataset.open(q_dir)
+    truth = pd.read_csv(synth / "truth.csv")
+    truth["base"] = truth["file"].map(lambda f: Path(f).name)
+    tq = truth.set_index("base").loc[qds.manifest["source_path"].map(lambda f: Path(str(f)).name).to_numpy()]
+    te, tn = ds.frame.to_local(tq["true_lat"].to_numpy(), tq["true_lon"].to_numpy())
+    truth_en = np.stack([te, tn], 1)
+    night = (tq["condition"] == "night").to_numpy()
+    path = Path(args.model) if args.model else work / "models-shortlist" / f"hybrid-small-{args.seed}.cgps"
+    if path.exists():
+        loc = Localizer.load(path)
+    else:
+        loc = HybridLocalizer().fit(ds)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        loc.save(path)
+    images = [qds.load_image(i, max_side=loc.input_max_side()) for i in range(len(qds))]
+    raw = loc._raw_from_images(images)
+    dark_q = np.array([luminance(im) < DARK_LUM for im in images])
+    variants, n_dark_refs = shortlist_variants(loc, ds, raw, dark_q)
+
+    errs = {}
+    for name, choose in [("default", None), *variants.items()]:
+        t = time.perf_counter()
+        p = predict(loc, images, raw, dark_q, choose)
+        errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
+        print(f"  {name:<26} median {np.median(errs[name]):6.2f}  ({time.perf_counter() - t:.0f} s)", flush=True)
+    real_extract = hybrid_module.extract_local_features
+    for name, kind in (("night SIFT contrast x0.25", "contrast"), ("night 2x upsampled", "upsample")):
+        hybrid_module.extract_local_features = night_features(kind)
+        try:
+            p = predict(loc, images, raw, dark_q)
+            errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
+        finally:
+            hybrid_module.extract_local_features = real_extract
+        print(f"  {name:<26} median {np.median(errs[name]):6.2f}", flush=True)
+
+    base = errs["default"]
+    rows = []
+    for name, e in errs.items():
+        r = {"variant": name, "median_m": float(np.median(e)), "p90_m": float(np.percentile(e, 90)),
+             "within_20m": float((e <= 20).mean()), "night_median_m": float(np.median(e[night])),
+             "night_within_20m": float((e[night] <= 20).mean())}
+        if name != "default":
+            r["vs_default"] = {k: paired_difference(base[m], e[m], st) for k, st, m in (
+                ("median", "median", slice(None)), ("P90", "p90", slice(None)),
+                ("within 20 m", "acc20", slice(None)), ("night median", "median", night))}
+        rows.append(r)
+    print(f"\nseed {args.seed}: {len(base)} queries ({int(night.sum())} night, {int(dark_q.sum())} dark), "
+          f"{n_dark_refs} dark mapping photos; with - default, paired bootstrap 90 % interval, * excludes 0")
+    for r in rows:
+        line = (f"  {r['variant']:<26} median {r['median_m']:6.2f}  P90 {r['p90_m']:6.1f}  within 20 m "
+                f"{r['within_20m']:.3f}  night {r['night_median_m']:6.1f} ({r['night_within_20m']:.3f} right)")
+        print(line)
+        if "vs_default" in r:
+            print("  " + " " * 26 + "  ".join(f"{k} {v['diff']:+.2f} [{v['lo']:+.2f}, {v['hi']:+.2f}]"
+                                               f"{'*' if v['significant'] else ''}" for k, v in r["vs_default"].items()))
+    out = {"command": "python benchmarks/shortlist_night.py " + " ".join(sys.argv[1:]), "seed": args.seed,
+           "model": str(path), "n_queries": int(len(base)), "n_night": int(night.sum()),
+           "n_dark_queries": int(dark_q.sum()), "n_dark_mapping_photos": int(n_dark_refs),
+           "wall_s": time.perf_counter() - t0, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
