@@ -9,10 +9,11 @@ COMPILED := $(VENV)/.compiled
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt: the package versions the README's and benchmarks' numbers were measured with
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet --no-compile -e '.[test]'
+	$(VPY) -m pip install --quiet --no-compile -e '.[test]' -c constraints.txt
 	@touch $(STAMP)
 
 # byte-compile everything on every core, once, for the test suite (its many subprocesses import torch & co.;
