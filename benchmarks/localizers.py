@@ -183,8 +183,9 @@ def run_directions(hy, ds, backbone, qds, images, truth_en, groups, results, onl
               f"{w['p90_m']:6.1f}  night {o['night_median_m'] or float('nan'):6.1f} -> "
               f"{w['night_median_m'] or float('nan'):6.1f}  facade {o['facade_median_m'] or float('nan'):6.1f} -> "
               f"{w['facade_median_m'] or float('nan'):6.1f}  s/q {o['s_per_query']:.3f} -> {w['s_per_query']:.3f}")
-        print("  " + " " * 46 + "  ".join(f"{k} {v['diff']:+.2f} [{v['lo']:+.2f}, {v['hi']:+.2f}]"
-                                           f"{'*' if v['significant'] else ''}"
+        from campusgps.evaluation.metrics import format_difference
+
+        print("  " + " " * 46 + "  ".join(f"{k} {format_difference(v, mark=True)}"
                                            for k, v in r["with_minus_without"].items() if v["n"]))
     return rows
 

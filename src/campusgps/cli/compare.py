@@ -68,4 +68,6 @@ def _vs_first(r: dict) -> str:
     d, lo, hi = (r.get(f"vs_first_median_{x}") for x in ("diff", "lo", "hi"))
     if d is None or d != d:
         return "-"
-    return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    from campusgps.evaluation.metrics import format_difference
+
+    return format_difference({"diff": d, "lo": lo, "hi": hi})

@@ -13,7 +13,7 @@ import pandas as pd
 from campusgps.errors import UserError
 from campusgps.evaluation.confidence_section import COMPARE_FIELDS, compare_fields
 from campusgps.evaluation.failures import compare_fields as failure_fields, compare_table as failure_table
-from campusgps.evaluation.metrics import SUMMARY_KEYS, paired_difference, radius_coverage, summarize
+from campusgps.evaluation.metrics import SUMMARY_KEYS, format_difference, paired_difference, radius_coverage, summarize
 
 STAT_KEYS = [k for k in SUMMARY_KEYS if k != "n_failed"]
 # every model after the first against the first, on the same photos (paired bootstrap, 90 % interval):
@@ -199,7 +199,7 @@ def _vs_first_table(df: pd.DataFrame, truth: bool) -> str:
         d, lo, hi = (r[f"vs_first_{key}_{x}"] for x in ("diff", "lo", "hi"))
         if d is None or not np.isfinite(d):
             return "–"
-        return f"{d * scale:+.{nd}f}{unit} [{lo * scale:+.{nd}f}, {hi * scale:+.{nd}f}]"
+        return format_difference({"diff": d, "lo": lo, "hi": hi}, nd, scale, unit)
 
     def verdict(r):
         lo, hi = r["vs_first_median_lo"], r["vs_first_median_hi"]

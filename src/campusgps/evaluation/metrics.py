@@ -143,6 +143,14 @@ def paired_difference(errors_a, errors_b, stat: str = "median", level: float = 0
             "significant": bool(lo > 0 or hi < 0)}
 
 
+def format_difference(d: dict, nd: int = 2, scale: float = 1.0, unit: str = "", mark: bool = False) -> str:
+    """``+0.43 [-0.01, +0.88]``: a ``paired_difference`` result (``diff``, ``lo``, ``hi``) scaled and rounded to
+    ``nd`` decimals; ``unit`` after the difference; ``mark``: a ``*`` when the interval excludes 0."""
+    diff, lo, hi = (d[k] * scale for k in ("diff", "lo", "hi"))
+    star = "*" if mark and (lo > 0 or hi < 0) else ""
+    return f"{diff:+.{nd}f}{unit} [{lo:+.{nd}f}, {hi:+.{nd}f}]{star}"
+
+
 def median_interval(errors_m, level: float = 0.9) -> dict | None:
     """metrics.json's ``median_interval``: the median's bootstrap interval over the photos (``lo_m``, ``hi_m``,
     ``level``), or None without photos. Two models whose medians differ by less than this width may not
