@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from common import ROOT, simulated_campus
-from shortlist_night import DARK_LUM, luminance
+from confidence import prepare
+from shortlist_night import dark_references
 
 COVIS_M, COVIS_DEG, RIGHT_M = 20.0, 45.0, 20.0
 
@@ -35,25 +36,17 @@ def main():
     args = ap.parse_args()
     os.environ.setdefault("CAMPUSGPS_PROGRESS", "0")
     from campusgps import Localizer
-    from campusgps.dataset import Dataset
 
-    synth, ds_dir, q_dir = simulated_campus(Path(args.work), "small", args.seed)
-    ds, qds = Dataset.open(ds_dir), Dataset.open(q_dir)
+    ds, qds, q_en, tq = prepare(Path(args.work), args.seed)  # the small campus of this seed and its query truth
     loc = Localizer.load(args.model)
-    truth = pd.read_csv(synth / "truth.csv")
+    truth = pd.read_csv(simulated_campus(Path(args.work), "small", args.seed, queries=False)[0] / "truth.csv")
     truth["base"] = truth["file"].map(lambda f: Path(f).name)
-    by_base = truth.set_index("base")
-    tq = by_base.loc[qds.manifest["source_path"].map(lambda f: Path(str(f)).name).to_numpy()]
     src = ds.manifest.set_index("id").loc[loc.ref_ids, "source_path"].map(lambda f: Path(str(f)).name)
-    tr = by_base.loc[src.to_numpy()]
-    frame = ds.frame
-    q_en = np.stack(frame.to_local(tq["true_lat"].to_numpy(), tq["true_lon"].to_numpy()), 1)
-    r_en = np.stack(frame.to_local(tr["true_lat"].to_numpy(), tr["true_lon"].to_numpy()), 1)
+    tr = truth.set_index("base").loc[src.to_numpy()]  # the truth of every reference, in the model's order
+    r_en = np.stack(ds.frame.to_local(tr["true_lat"].to_numpy(), tr["true_lon"].to_numpy()), 1)
     r_night = (tr["condition"] == "night").to_numpy()
     r_head, q_head = tr["heading_deg"].to_numpy(), tq["heading_deg"].to_numpy()
-    row = {str(i): k for k, i in enumerate(ds.manifest["id"])}
-    r_lum = np.array([luminance(ds.load_image(row[r], max_side=256)) for r in loc.ref_ids])
-    dark = np.nonzero(r_lum < DARK_LUM)[0]
+    dark = dark_references(loc, ds)
 
     night_q = np.nonzero((tq["condition"] == "night").to_numpy())[0]
     images = [qds.load_image(int(j), max_side=loc.input_max_side()) for j in night_q]

@@ -28,32 +28,40 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from common import ROOT, simulated_campus
+from common import ROOT
+from confidence import prepare
 
 DARK_LUM = 40.0  # mean luminance (0-255): night mapping photos' 95th percentile 43, dusk's 5th 42 (seed 1)
 NIGHT_GRAY = 35.0  # the hybrid's own "darker than dim" level (hybrid.local_features.DIM_LUM)
 
 
-def luminance(img) -> float:
-    return float((np.asarray(img, np.float32)[..., :3] @ np.float32([0.299, 0.587, 0.114])).mean())
+def reference_rows(loc, ds) -> np.ndarray:
+    """Row of ``ds`` of each of the model's references (in the model's order)."""
+    row = {str(i): k for k, i in enumerate(ds.manifest["id"])}
+    return np.array([row[r] for r in loc.ref_ids])
+
+
+def dark_references(loc, ds) -> np.ndarray:
+    """The model's references darker than ``DARK_LUM`` (indices into its reference arrays)."""
+    from campusgps.localizers.retrieval.views import mean_luminance
+    from campusgps.progress import thread_map
+
+    rows = reference_rows(loc, ds)
+    lum = np.array(thread_map(lambda k: mean_luminance(ds.load_image(int(rows[k]), max_side=256)), len(rows),
+                              desc="reference luminance"))
+    return np.nonzero(lum < DARK_LUM)[0]
 
 
 def shortlist_variants(loc, ds, raw_q, dark_q):
     """name -> function(j, sims, idx) giving the shortlist to verify for query j."""
     from campusgps.localizers.retrieval.projection import Projection
-    from campusgps.progress import thread_map
 
     plain = Projection(loc.proj.mean, loc.proj.P)
-    row = {str(i): k for k, i in enumerate(ds.manifest["id"])}
-    rows = np.array([row[r] for r in loc.ref_ids])
-    raw_ref = loc._raw_from_dataset(ds)[rows]  # cached backbone features
+    raw_ref = loc._raw_from_dataset(ds)[reference_rows(loc, ds)]  # cached backbone features
     ref_plain, q_plain, q_head = plain(raw_ref), plain(raw_q), loc.proj(raw_q)
     n = loc.cfg.shortlist
-    lum = np.array(thread_map(lambda k: luminance(ds.load_image(int(rows[k]), max_side=256)), len(rows),
-                              desc="reference luminance"))
-    dark_refs = np.nonzero(lum < DARK_LUM)[0]
+    dark_refs = dark_references(loc, ds)
 
     def head_sim(j, idx):
         return (loc.ref_desc[idx] @ q_head[j]).astype(np.float32)
@@ -64,16 +72,18 @@ def shortlist_variants(loc, ds, raw_q, dark_q):
         o = np.argsort(-s)
         return s[o], idx[o]
 
+    def filled(j, first, more):
+        """``first`` (the head's best), then references of ``more`` (best first) until ``n``, in head order."""
+        keep = [int(x) for x in first if x >= 0]
+        for x in more:
+            if len(keep) >= n:
+                break
+            if x not in keep:
+                keep.append(int(x))
+        return ordered(j, keep)
+
     def union(n_head):
-        def f(j, sims, idx):
-            keep = [int(x) for x in idx[:n_head] if x >= 0]
-            for x in np.argsort(-(ref_plain @ q_plain[j])):
-                if len(keep) >= n:
-                    break
-                if x not in keep:
-                    keep.append(int(x))
-            return ordered(j, keep)
-        return f
+        return lambda j, sims, idx: filled(j, idx[:n_head], np.argsort(-(ref_plain @ q_plain[j])))
 
     def blend(j, sims, idx):
         s = 0.5 * (loc.ref_desc @ q_head[j]) + 0.5 * (ref_plain @ q_plain[j])
@@ -84,13 +94,7 @@ def shortlist_variants(loc, ds, raw_q, dark_q):
         def f(j, sims, idx):
             if not dark_q[j]:
                 return sims, idx
-            keep = [int(x) for x in idx[:n - m] if x >= 0]
-            for x in dark_refs[np.argsort(-(loc.ref_desc[dark_refs] @ q_head[j]))]:
-                if len(keep) >= n:
-                    break
-                if x not in keep:
-                    keep.append(int(x))
-            return ordered(j, keep)
+            return filled(j, idx[:n - m], dark_refs[np.argsort(-(loc.ref_desc[dark_refs] @ q_head[j]))])
         return f
 
     return {"union 20+20": union(20), "union 30+10": union(30), "blend 0.5": blend, "dark refs 20": dark(20)}, \
@@ -114,7 +118,7 @@ def night_features(kind: str):
     return extract
 
 
-def predict(loc, images, raw, dark_q, choose=None):
+def predict(loc, images, raw, choose=None):
     """The hybrid's answers with the shortlist ``choose(j, sims, idx)`` (None: its own)."""
     S, I = loc._search(loc.proj(raw), loc.cfg.shortlist, use_aug=loc._dark_queries(images))
     out = loc._predict_from_search(S, I, raw)
@@ -133,20 +137,14 @@ def main():
     args = ap.parse_args()
     os.environ.setdefault("CAMPUSGPS_PROGRESS", "0")
     from campusgps import Localizer
-    from campusgps.dataset import Dataset
-    from campusgps.evaluation.metrics import paired_difference
+    from campusgps.evaluation.metrics import format_difference, paired_difference
     from campusgps.localizers.hybrid import HybridLocalizer
     from campusgps.localizers.hybrid import localizer as hybrid_module
+    from campusgps.localizers.retrieval.views import dark_queries
 
     t0 = time.perf_counter()
     work = Path(args.work)
-    synth, ds_dir, q_dir = simulated_campus(work, "small", args.seed)
-    ds, qds = Dataset.open(ds_dir), Dataset.open(q_dir)
-    truth = pd.read_csv(synth / "truth.csv")
-    truth["base"] = truth["file"].map(lambda f: Path(f).name)
-    tq = truth.set_index("base").loc[qds.manifest["source_path"].map(lambda f: Path(str(f)).name).to_numpy()]
-    te, tn = ds.frame.to_local(tq["true_lat"].to_numpy(), tq["true_lon"].to_numpy())
-    truth_en = np.stack([te, tn], 1)
+    ds, qds, truth_en, tq = prepare(work, args.seed)  # the small campus of this seed and its query truth
     night = (tq["condition"] == "night").to_numpy()
     path = Path(args.model) if args.model else work / "models-shortlist" / f"hybrid-small-{args.seed}.cgps"
     if path.exists():
@@ -157,20 +155,20 @@ def main():
         loc.save(path)
     images = [qds.load_image(i, max_side=loc.input_max_side()) for i in range(len(qds))]
     raw = loc._raw_from_images(images)
-    dark_q = np.array([luminance(im) < DARK_LUM for im in images])
+    dark_q = dark_queries(images, DARK_LUM)
     variants, n_dark_refs = shortlist_variants(loc, ds, raw, dark_q)
 
     errs = {}
     for name, choose in [("default", None), *variants.items()]:
         t = time.perf_counter()
-        p = predict(loc, images, raw, dark_q, choose)
+        p = predict(loc, images, raw, choose)
         errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
         print(f"  {name:<26} median {np.median(errs[name]):6.2f}  ({time.perf_counter() - t:.0f} s)", flush=True)
     real_extract = hybrid_module.extract_local_features
     for name, kind in (("night SIFT contrast x0.25", "contrast"), ("night 2x upsampled", "upsample")):
         hybrid_module.extract_local_features = night_features(kind)
         try:
-            p = predict(loc, images, raw, dark_q)
+            p = predict(loc, images, raw)
             errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
         finally:
             hybrid_module.extract_local_features = real_extract
@@ -194,8 +192,8 @@ def main():
                 f"{r['within_20m']:.3f}  night {r['night_median_m']:6.1f} ({r['night_within_20m']:.3f} right)")
         print(line)
         if "vs_default" in r:
-            print("  " + " " * 26 + "  ".join(f"{k} {v['diff']:+.2f} [{v['lo']:+.2f}, {v['hi']:+.2f}]"
-                                               f"{'*' if v['significant'] else ''}" for k, v in r["vs_default"].items()))
+            print("  " + " " * 26 + "  ".join(f"{k} {format_difference(v, mark=True)}"
+                                               for k, v in r["vs_default"].items()))
     out = {"command": "python benchmarks/shortlist_night.py " + " ".join(sys.argv[1:]), "seed": args.seed,
            "model": str(path), "n_queries": int(len(base)), "n_night": int(night.sum()),
            "n_dark_queries": int(dark_q.sum()), "n_dark_mapping_photos": int(n_dark_refs),

@@ -61,7 +61,11 @@ def low_light_kind(view: int) -> str:
     return "night" if view % 2 == 1 else "dusk"
 
 
+def mean_luminance(image: np.ndarray) -> float:
+    """Mean luminance (Rec. 601 weights, 0-255) of an RGB image."""
+    return float((np.asarray(image, np.float32)[..., :3] @ np.float32([0.299, 0.587, 0.114])).mean())
+
+
 def dark_queries(images: list[np.ndarray], threshold_lum: float) -> np.ndarray:
     """Which images are darker than ``threshold_lum`` (mean luminance, 0-255)."""
-    return np.array([float((np.asarray(im, np.float32)[..., :3] @ np.float32([0.299, 0.587, 0.114])).mean())
-                     < threshold_lum for im in images], bool)
+    return np.array([mean_luminance(im) < threshold_lum for im in images], bool)
