@@ -130,3 +130,32 @@ def test_the_documented_python_api_is_the_function_whatever_was_imported_first()
             "assert callable(evaluate) and evaluate.__module__ == 'campusgps.evaluation.evaluate', evaluate\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_evaluate_says_how_far_the_mapping_labels_are_from_the_truth(tmp_path):
+    """The positions a model learned from are noisy GPS too: evaluate measures them against the truth (the
+    floor under the median) and, without truth, repeats what the phones claimed."""
+    ds = make_toy_dataset(tmp_path / "ds", n_spots=10, views=2, label_noise_m=4.0)
+    ds.manifest["accuracy_m"] = 5.0
+    ds.save()
+    model = MeanLocalizer().fit(ds).save(tmp_path / "mean.cgps")
+    m = ds.manifest
+    truth = tmp_path / "truth.csv"
+    pd.DataFrame({"file": m["source_path"], "true_lat": m["true_lat"], "true_lon": m["true_lon"]}).to_csv(truth)
+    out = tmp_path / "out"
+    assert main(["evaluate", str(model), str(ds.root), "--truth", str(truth), "--out", str(out),
+                 "--robustness-n", "0"]) == 0
+    rl = json.loads((out / "metrics.json").read_text())["reference_labels"]
+    train = m[m["split"] == "train"]
+    le, ln = ds.frame.to_local(train["lat"].to_numpy(float), train["lon"].to_numpy(float))
+    te, tn = ds.frame.to_local(train["true_lat"].to_numpy(float), train["true_lon"].to_numpy(float))
+    assert rl["n"] == len(train) and rl["vs_truth"]["n"] == len(train)
+    assert rl["vs_truth"]["median_m"] == pytest.approx(np.median(np.hypot(le - te, ln - tn)), abs=0.01)
+    assert 2.0 < rl["vs_truth"]["median_m"] < 10.0 and rl["claimed_accuracy_median_m"] == 5.0
+    html = (out / "report.html").read_text()
+    assert f"themselves {rl['vs_truth']['median_m']:.1f} m from the truth" in html
+    out2 = tmp_path / "out_nt"  # no truth: the phones' own claim
+    assert main(["evaluate", str(model), str(ds.root), "--out", str(out2), "--robustness-n", "0"]) == 0
+    rl2 = json.loads((out2 / "metrics.json").read_text())["reference_labels"]
+    assert "vs_truth" not in rl2 and rl2["n_claimed"] == len(train)
+    assert "GPS accurate to 5.0 m" in (out2 / "report.html").read_text()

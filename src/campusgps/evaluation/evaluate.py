@@ -25,7 +25,7 @@ from campusgps.answers import CONFIDENCE_COLUMNS, confidence_columns
 from campusgps.errors import UserError
 from campusgps.evaluation.inputs import align_truth, open_dataset, open_localizer
 from campusgps.evaluation.metrics import grouped, median_interval, radius_coverage, summarize
-from campusgps.evaluation.references import References, baseline_center, find_references
+from campusgps.evaluation.references import References, baseline_center, find_references, reference_labels
 from campusgps.jsonio import write_json, write_text_atomic
 
 PREDICTION_COLUMNS = ["file", "lat", "lon", "radius_m", "label_lat", "label_lon", "error_m"]
@@ -275,6 +275,9 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
     table["top_ref_id"] = [str(nb[0].get("id", "")) if nb else "" for nb in pred.neighbors]
     metrics = _metrics(table, pred, loc.frame, refs, places, tstats, seconds)
     _failures(metrics, table, pred.neighbors, refs, truth_aligned is not None, places["has_condition"])
+    rl = reference_labels(refs, truth, loc.frame)
+    if rl is not None:
+        metrics["reference_labels"] = rl
     if cf_info is not None:
         _out_of_fold_baseline(metrics, table, loc.frame, cf_info)
     metrics.update({

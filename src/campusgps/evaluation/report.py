@@ -12,6 +12,7 @@ import numpy as np
 
 from campusgps.evaluation import plots
 from campusgps.evaluation.metrics import ACC_THRESHOLDS_M, PERCENTILES
+from campusgps.evaluation.references import reference_labels_note
 
 CSS = """
 :root { --fg:#1d2330; --muted:#5b6472; --line:#dde1e7; --bg:#f6f7f9; --card:#fff; --accent:#1f5fbf;
@@ -266,6 +267,8 @@ def render_report(res, model_name: str = "model", worst: int = 12) -> str:
                      f"so errors vs labels include that noise.")
         if m["vs_truth"].get("unmatched"):
             notes.append(f"{m['vs_truth']['unmatched']} photos had no row in the truth CSV.")
+    if reference_labels_note(m.get("reference_labels")):
+        notes.append(e(reference_labels_note(m.get("reference_labels"))))
     if m.get("n_unreadable"):
         notes.append(f"<span class=bad>{m['n_unreadable']} photos could not be read</span> and are not in the statistics.")
     parts.append("<h2>Summary</h2>" + summary_table(m) + "<p class=\"note\">" + " ".join(notes) + "</p>")
