@@ -118,6 +118,44 @@ def night_features(kind: str):
     return extract
 
 
+def default_hybrid(work: Path, seed: int, ds, model: str | None = None):
+    """(hybrid, path): the bundle at ``model``, else one fitted with ``train``'s defaults, cached under WORK."""
+    from campusgps import Localizer
+    from campusgps.localizers.hybrid import HybridLocalizer
+
+    path = Path(model) if model else work / "models-shortlist" / f"hybrid-small-{seed}.cgps"
+    if path.exists():
+        return Localizer.load(path), path
+    loc = HybridLocalizer().fit(ds)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    loc.save(path)
+    return loc, path
+
+
+def versus_default(base: np.ndarray, errors: np.ndarray, night: np.ndarray) -> dict:
+    """with - default on the same queries, paired bootstrap: median, P90, share within 20 m, night median."""
+    from campusgps.evaluation.metrics import paired_difference
+
+    return {k: paired_difference(base[m], errors[m], st) for k, st, m in (
+        ("median", "median", slice(None)), ("P90", "p90", slice(None)),
+        ("within 20 m", "acc20", slice(None)), ("night median", "median", night))}
+
+
+def print_versus(row: dict, indent: int) -> None:
+    """The row's differences to the default, one line, ``*`` where the interval excludes 0."""
+    from campusgps.evaluation.metrics import format_difference
+
+    if "vs_default" in row:
+        print("  " + " " * indent + "  ".join(f"{k} {format_difference(v, mark=True)}"
+                                              for k, v in row["vs_default"].items()))
+
+
+def write_result(path, out: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def predict(loc, images, raw, choose=None):
     """The hybrid's answers with the shortlist ``choose(j, sims, idx)`` (None: its own)."""
     S, I = loc._search(loc.proj(raw), loc.cfg.shortlist, use_aug=loc._dark_queries(images))
@@ -136,9 +174,6 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shortlist_night.json"))
     args = ap.parse_args()
     os.environ.setdefault("CAMPUSGPS_PROGRESS", "0")
-    from campusgps import Localizer
-    from campusgps.evaluation.metrics import format_difference, paired_difference
-    from campusgps.localizers.hybrid import HybridLocalizer
     from campusgps.localizers.hybrid import localizer as hybrid_module
     from campusgps.localizers.retrieval.views import dark_queries
 
@@ -146,13 +181,7 @@ def main():
     work = Path(args.work)
     ds, qds, truth_en, tq = prepare(work, args.seed)  # the small campus of this seed and its query truth
     night = (tq["condition"] == "night").to_numpy()
-    path = Path(args.model) if args.model else work / "models-shortlist" / f"hybrid-small-{args.seed}.cgps"
-    if path.exists():
-        loc = Localizer.load(path)
-    else:
-        loc = HybridLocalizer().fit(ds)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        loc.save(path)
+    loc, path = default_hybrid(work, args.seed, ds, args.model)
     images = [qds.load_image(i, max_side=loc.input_max_side()) for i in range(len(qds))]
     raw = loc._raw_from_images(images)
     dark_q = dark_queries(images, DARK_LUM)
@@ -181,9 +210,7 @@ def main():
              "within_20m": float((e <= 20).mean()), "night_median_m": float(np.median(e[night])),
              "night_within_20m": float((e[night] <= 20).mean())}
         if name != "default":
-            r["vs_default"] = {k: paired_difference(base[m], e[m], st) for k, st, m in (
-                ("median", "median", slice(None)), ("P90", "p90", slice(None)),
-                ("within 20 m", "acc20", slice(None)), ("night median", "median", night))}
+            r["vs_default"] = versus_default(base, e, night)
         rows.append(r)
     print(f"\nseed {args.seed}: {len(base)} queries ({int(night.sum())} night, {int(dark_q.sum())} dark), "
           f"{n_dark_refs} dark mapping photos; with - default, paired bootstrap 90 % interval, * excludes 0")
@@ -191,16 +218,12 @@ def main():
         line = (f"  {r['variant']:<26} median {r['median_m']:6.2f}  P90 {r['p90_m']:6.1f}  within 20 m "
                 f"{r['within_20m']:.3f}  night {r['night_median_m']:6.1f} ({r['night_within_20m']:.3f} right)")
         print(line)
-        if "vs_default" in r:
-            print("  " + " " * 26 + "  ".join(f"{k} {format_difference(v, mark=True)}"
-                                               for k, v in r["vs_default"].items()))
+        print_versus(r, 26)
     out = {"command": "python benchmarks/shortlist_night.py " + " ".join(sys.argv[1:]), "seed": args.seed,
            "model": str(path), "n_queries": int(len(base)), "n_night": int(night.sum()),
            "n_dark_queries": int(dark_q.sum()), "n_dark_mapping_photos": int(n_dark_refs),
            "wall_s": time.perf_counter() - t0, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
 
 
 if __name__ == "__main__":
