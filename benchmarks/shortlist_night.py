@@ -14,6 +14,8 @@ bootstrap 90 % interval (``evaluation.metrics.paired_difference``; ``*`` when it
   mapping photos (night mapping photos are where right night answers come from);
 * ``night SIFT contrast x0.25`` / ``night 2x upsampled``: RootSIFT of night queries (mean gray < 35) with a
   lower contrast threshold, or on the image upsampled twice.
+* ``dark brightened (global)``: the global descriptor of a dark query computed on a gamma-brightened copy
+  (mean brightness lifted to ``BRIGHT_TARGET``), searched as usual; local features unchanged.
 
 Prints a table and writes benchmarks/results/shortlist_night.json (``--out``). None of these is in the
 product: this script is the record of why (see the README's benchmark table).
@@ -33,6 +35,7 @@ from common import ROOT
 from confidence import prepare
 
 DARK_LUM = 40.0  # mean luminance (0-255): night mapping photos' 95th percentile 43, dusk's 5th 42 (seed 1)
+BRIGHT_TARGET = 0.40  # mean brightness (0-1) a dark query is lifted to by a gamma curve (gamma >= 0.25)
 NIGHT_GRAY = 35.0  # the hybrid's own "darker than dim" level (hybrid.local_features.DIM_LUM)
 
 
@@ -156,6 +159,22 @@ def write_result(path, out: dict) -> None:
     print(f"wrote {path}")
 
 
+def brightened(img: np.ndarray) -> np.ndarray:
+    """``img`` through the gamma curve that lifts its mean brightness to ``BRIGHT_TARGET``."""
+    x = img.astype(np.float32) / 255.0
+    gamma = float(np.clip(np.log(BRIGHT_TARGET) / np.log(max(float(x.mean()), 1e-3)), 0.25, 1.0))
+    return (np.clip(x ** gamma, 0, 1) * 255).astype(np.uint8)
+
+
+def brightened_raw(loc, images, raw, dark_q) -> np.ndarray:
+    """Global descriptors with the dark queries' rows computed on their brightened copies."""
+    out = raw.copy()
+    rows = np.nonzero(dark_q)[0]
+    if len(rows):
+        out[rows] = loc._raw_from_images([brightened(images[k]) for k in rows])
+    return out
+
+
 def predict(loc, images, raw, choose=None):
     """The hybrid's answers with the shortlist ``choose(j, sims, idx)`` (None: its own)."""
     S, I = loc._search(loc.proj(raw), loc.cfg.shortlist, use_aug=loc._dark_queries(images))
@@ -172,7 +191,11 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--model", help="a fitted hybrid of this campus (default: fit one, cached under WORK)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shortlist_night.json"))
+    ap.add_argument("--only", default="", help="comma-separated variant names to run (default: all; the "
+                    "default row always runs)")
     args = ap.parse_args()
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    wanted = lambda name: not only or name in only  # noqa: E731
     os.environ.setdefault("CAMPUSGPS_PROGRESS", "0")
     from campusgps.localizers.hybrid import localizer as hybrid_module
     from campusgps.localizers.retrieval.views import dark_queries
@@ -189,18 +212,27 @@ def main():
 
     errs = {}
     for name, choose in [("default", None), *variants.items()]:
+        if name != "default" and not wanted(name):
+            continue
         t = time.perf_counter()
         p = predict(loc, images, raw, choose)
         errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
         print(f"  {name:<26} median {np.median(errs[name]):6.2f}  ({time.perf_counter() - t:.0f} s)", flush=True)
     real_extract = hybrid_module.extract_local_features
     for name, kind in (("night SIFT contrast x0.25", "contrast"), ("night 2x upsampled", "upsample")):
+        if not wanted(name):
+            continue
         hybrid_module.extract_local_features = night_features(kind)
         try:
             p = predict(loc, images, raw)
             errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
         finally:
             hybrid_module.extract_local_features = real_extract
+        print(f"  {name:<26} median {np.median(errs[name]):6.2f}", flush=True)
+    name = "dark brightened (global)"
+    if wanted(name):
+        p = predict(loc, images, brightened_raw(loc, images, raw, dark_q))
+        errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
         print(f"  {name:<26} median {np.median(errs[name]):6.2f}", flush=True)
 
     base = errs["default"]
