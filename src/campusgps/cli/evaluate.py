@@ -10,6 +10,8 @@ and DIR/report.html (one self-contained page: tables, error curves, maps, worst 
 
 Errors are measured against the dataset's labels; with --truth CSV (a file-name column plus
 true_lat,true_lon, matched by base name, e.g. synth's OUT/truth.csv) also against the true positions.
+metrics.json's reference_labels says how far the model's mapping photos' own GPS labels are from the truth
+(when the truth CSV covers them) or how accurate their phones claimed to be: the floor under the median.
 
 examples:
   campusgps evaluate model.cgps campus_ds --out eval/
