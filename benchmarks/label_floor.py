@@ -179,11 +179,11 @@ def main():
     t = time.perf_counter()
     add("default", answers(loc), loc, t)
     t = time.perf_counter()
-    add("true reference positions", answers(with_positions(loc, true_ref)), with_positions(loc, true_ref), t)
-    n_train = len(loc.ref_en)
+    exact = with_positions(loc, true_ref)
+    add("true reference positions", answers(exact), exact, t)
     for n in [x.strip() for x in args.refine.split(",") if x.strip()]:
         t = time.perf_counter()
-        k = n_train if n == "all" else int(n)
+        k = len(loc.ref_en) if n == "all" else int(n)  # held-out photos come from the training rows only
         spots_held, est, ok = visual_positions(loc, ds, k)
         ref_en, moved = refined_positions(loc, spots_held, est, ok)
         fit_extra = time.perf_counter() - t

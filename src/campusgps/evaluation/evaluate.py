@@ -275,7 +275,7 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
     table["top_ref_id"] = [str(nb[0].get("id", "")) if nb else "" for nb in pred.neighbors]
     metrics = _metrics(table, pred, loc.frame, refs, places, tstats, seconds)
     _failures(metrics, table, pred.neighbors, refs, truth_aligned is not None, places["has_condition"])
-    rl = reference_labels(refs, truth, loc.frame)
+    rl = reference_labels(refs, truth)
     if rl is not None:
         metrics["reference_labels"] = rl
     if cf_info is not None:

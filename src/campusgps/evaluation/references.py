@@ -131,12 +131,15 @@ def baseline_center(refs: References | None, label_en: np.ndarray) -> tuple[np.n
                                        "positions are unknown: pass --reference TRAIN_DATASET)")
 
 
-def reference_labels(refs: References | None, truth, frame) -> dict | None:
+def reference_labels(refs: References | None, truth) -> dict | None:
     """How good the positions the model learned from are: the mapping photos' GPS labels. ``claimed_*``: the
     accuracy the phones wrote (EXIF GPSHPositioningError, ``accuracy_m``); ``vs_truth``: the labels' distance
-    from where the photos were taken, when ``truth`` (a truth CSV path or :func:`load_truth` frame) covers
-    them. A method that answers with these positions inherits their error: it is the floor under the
-    median. None when the reference photos are unknown."""
+    from where the photos were taken (``metrics.summarize``, like the evaluated photos' ``label_noise``), when
+    ``truth`` (a truth CSV path or :func:`load_truth` frame) covers them. A method that answers with these
+    positions inherits their error: it is the floor under the median. None when the photos are unknown."""
+    from campusgps.evaluation.metrics import summarize
+    from campusgps.geo import haversine_m
+
     if refs is None or refs.dataset is None or not len(refs.dataset):
         return None
     m = refs.dataset.manifest
@@ -147,27 +150,8 @@ def reference_labels(refs: References | None, truth, frame) -> dict | None:
         out.update(n_claimed=int(len(acc)), claimed_accuracy_median_m=round(float(np.median(acc)), 2))
     if truth is not None:
         aligned, _ = match_truth(m, truth if isinstance(truth, pd.DataFrame) else load_truth(truth))
-        le, ln = frame.to_local(m["lat"].to_numpy(float), m["lon"].to_numpy(float))
-        te, tn = frame.to_local(aligned["true_lat"].to_numpy(float), aligned["true_lon"].to_numpy(float))
-        d = np.hypot(le - te, ln - tn)
-        d = d[np.isfinite(d)]
-        if len(d):
-            out["vs_truth"] = {"n": int(len(d)), "median_m": round(float(np.median(d)), 2),
-                               "p90_m": round(float(np.percentile(d, 90)), 2)}
+        vs = summarize(haversine_m(m["lat"].to_numpy(float), m["lon"].to_numpy(float),
+                                   aligned["true_lat"].to_numpy(float), aligned["true_lon"].to_numpy(float)))
+        if vs["n"]:
+            out["vs_truth"] = vs
     return out
-
-
-def reference_labels_note(rl: dict | None) -> str:
-    """One sentence for the report on the mapping labels' own error ("" when nothing is known)."""
-    if not rl:
-        return ""
-    vt = rl.get("vs_truth")
-    if vt:
-        return (f"The mapping photos' labels, the positions this model learned and answers from, are themselves "
-                f"{vt['median_m']:.1f} m from the truth at the median ({vt['n']} photos, P90 {vt['p90_m']:.1f} m): an "
-                f"answer built from them rarely gets much closer than that; better mapping GPS lowers this floor.")
-    if "claimed_accuracy_median_m" in rl:
-        return (f"The phones reported the mapping photos' GPS accurate to {rl['claimed_accuracy_median_m']:.1f} m at "
-                f"the median ({rl['n_claimed']} of {rl['n']} photos say): answers built from those positions share "
-                f"that error.")
-    return ""

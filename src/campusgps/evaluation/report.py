@@ -12,7 +12,6 @@ import numpy as np
 
 from campusgps.evaluation import plots
 from campusgps.evaluation.metrics import ACC_THRESHOLDS_M, PERCENTILES
-from campusgps.evaluation.references import reference_labels_note
 
 CSS = """
 :root { --fg:#1d2330; --muted:#5b6472; --line:#dde1e7; --bg:#f6f7f9; --card:#fff; --accent:#1f5fbf;
@@ -117,6 +116,22 @@ def _interval_note(iv: dict | None) -> str:
     tip = "bootstrap over these photos: another draw of as many photos could give any median in this range"
     return (f"<div class=\"k\" style=\"font-weight:normal\" title=\"{tip}\">"
             f"{iv['level']:.0%} interval {iv['lo_m']:.1f}–{iv['hi_m']:.1f} m</div>")
+
+
+def _reference_labels_note(rl: dict | None) -> str:
+    """One sentence on the mapping labels' own error (metrics.json ``reference_labels``; "" when unknown)."""
+    if not rl:
+        return ""
+    vt = rl.get("vs_truth")
+    if vt:
+        return (f"The mapping photos' labels, the positions this model learned and answers from, are themselves "
+                f"{vt['median_m']:.1f} m from the truth at the median ({vt['n']} photos, P90 {vt['p90_m']:.1f} m): an "
+                f"answer built from them rarely gets much closer than that; better mapping GPS lowers this floor.")
+    if "claimed_accuracy_median_m" in rl:
+        return (f"The phones reported the mapping photos' GPS accurate to {rl['claimed_accuracy_median_m']:.1f} m at "
+                f"the median ({rl['n_claimed']} of {rl['n']} photos say): answers built from those positions share "
+                f"that error.")
+    return ""
 
 
 def cards(items: list[tuple[str, str]]) -> str:
@@ -267,8 +282,9 @@ def render_report(res, model_name: str = "model", worst: int = 12) -> str:
                      f"so errors vs labels include that noise.")
         if m["vs_truth"].get("unmatched"):
             notes.append(f"{m['vs_truth']['unmatched']} photos had no row in the truth CSV.")
-    if reference_labels_note(m.get("reference_labels")):
-        notes.append(e(reference_labels_note(m.get("reference_labels"))))
+    rl_note = _reference_labels_note(m.get("reference_labels"))
+    if rl_note:
+        notes.append(e(rl_note))
     if m.get("n_unreadable"):
         notes.append(f"<span class=bad>{m['n_unreadable']} photos could not be read</span> and are not in the statistics.")
     parts.append("<h2>Summary</h2>" + summary_table(m) + "<p class=\"note\">" + " ".join(notes) + "</p>")
