@@ -101,7 +101,8 @@ def test_truth_matching_nothing_exits_2(setup, capsys):
     other = root / "other.csv"
     other.write_text("file,true_lat,true_lon\nnope.jpg,31.2,34.8\n")
     assert main(["evaluate", str(model), str(ds.root), "--truth", str(other), "--out", str(root / "y")]) == 2
-    assert "matched" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "matched" in err and "other.csv" in err  # names the truth file the user gave, not a table
 
 
 def test_missing_model_and_empty_split_exit_2(setup, tmp_path, capsys):

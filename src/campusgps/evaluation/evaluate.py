@@ -23,7 +23,7 @@ import pandas as pd
 
 from campusgps.answers import CONFIDENCE_COLUMNS, confidence_columns
 from campusgps.errors import UserError
-from campusgps.evaluation.inputs import align_truth, open_dataset, open_localizer
+from campusgps.evaluation.inputs import align_truth, load_truth, open_dataset, open_localizer
 from campusgps.evaluation.metrics import grouped, median_interval, radius_coverage, summarize
 from campusgps.evaluation.references import References, baseline_center, find_references, reference_labels
 from campusgps.jsonio import write_json, write_text_atomic
@@ -255,7 +255,10 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
     full = open_dataset(dataset)
     ds = _evaluated_split(full, split)
     m = ds.manifest
-    truth_aligned, tstats = align_truth(truth, m, f"{full.root} (split {split})") if truth is not None else (None, None)
+    is_path = truth is not None and not isinstance(truth, pd.DataFrame)
+    tdf = load_truth(truth) if is_path else truth  # read once: the evaluated photos' and the references' truth
+    truth_aligned, tstats = ((None, None) if tdf is None else
+                             align_truth(tdf, m, f"{full.root} (split {split})", source=truth if is_path else None))
     cf_info = None
     if cross_fit:
         from campusgps.evaluation.crossfit import cross_fit_split
@@ -275,7 +278,7 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
     table["top_ref_id"] = [str(nb[0].get("id", "")) if nb else "" for nb in pred.neighbors]
     metrics = _metrics(table, pred, loc.frame, refs, places, tstats, seconds)
     _failures(metrics, table, pred.neighbors, refs, truth_aligned is not None, places["has_condition"])
-    rl = reference_labels(refs, truth)
+    rl = reference_labels(refs, tdf)
     if rl is not None:
         metrics["reference_labels"] = rl
     if cf_info is not None:

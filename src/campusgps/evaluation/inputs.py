@@ -120,22 +120,25 @@ def open_dataset(dataset):
     return dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
 
 
-def align_truth(truth, manifest: pd.DataFrame, where: str) -> tuple[pd.DataFrame, dict]:
+def align_truth(truth, manifest: pd.DataFrame, where: str, source: str | Path | None = None
+                ) -> tuple[pd.DataFrame, dict]:
     """``truth`` (a CSV path or a :func:`load_truth` frame) aligned with ``manifest``, and match counts.
 
     UserError when no photo matches (the CSV belongs to another dataset); a warning when some do not.
-    ``where`` names the evaluated photos in messages (dataset root and split).
+    ``where`` names the evaluated photos in messages (dataset root and split), ``source`` the truth CSV (default:
+    ``truth`` itself when it is a path, else "the truth CSV").
     """
     tdf = truth if isinstance(truth, pd.DataFrame) else load_truth(truth)
+    source = source or (truth if not isinstance(truth, pd.DataFrame) else "the truth CSV")
     aligned, tstats = match_truth(manifest, tdf)
     if tstats["matched"] == 0:
         ex = ", ".join(tdf["base"].head(3))
         mine = ", ".join(Path(str(p)).name for p in manifest["source_path"].head(3))
-        raise UserError(f"{truth}: none of the {len(manifest)} photos of {where} matched a file "
+        raise UserError(f"{source}: none of the {len(manifest)} photos of {where} matched a file "
                         f"name in the truth CSV (truth has e.g. {ex}; dataset has e.g. {mine}); check that the "
                         f"truth CSV belongs to this dataset")
     if tstats["unmatched"]:
         amb = f" ({tstats['ambiguous']} ambiguous base names)" if tstats["ambiguous"] else ""
-        print(f"campusgps: warning: {tstats['unmatched']} of {len(manifest)} photos have no row in {truth}{amb}; "
+        print(f"campusgps: warning: {tstats['unmatched']} of {len(manifest)} photos have no row in {source}{amb}; "
               f"vs_truth uses the {tstats['matched']} matched", file=sys.stderr)
     return aligned, tstats
