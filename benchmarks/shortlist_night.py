@@ -16,6 +16,11 @@ bootstrap 90 % interval (``evaluation.metrics.paired_difference``; ``*`` when it
   lower contrast threshold, or on the image upsampled twice.
 * ``dark brightened (global)``: the global descriptor of a dark query computed on a gamma-brightened copy
   (mean brightness lifted to ``BRIGHT_TARGET``), searched as usual; local features unchanged.
+* ``confusers dropped (>= N)``: "avoiding confusing features" (Knopp, Sivic and Pajdla, ECCV 2010): every
+  mapping photo's RootSIFT keypoints are matched (the hybrid's mutual ratio test) against the
+  ``CONFUSER_K`` globally most similar mapping photos more than ``CONFUSER_FAR_M`` away; a keypoint that
+  matches in at least N of them (lamps, benches, repeated facades, leaves) is dropped from the references
+  before verification. Same fitted model and thresholds.
 
 Prints a table and writes benchmarks/results/shortlist_night.json (``--out``). None of these is in the
 product: this script is the record of why (see the README's benchmark table).
@@ -35,6 +40,7 @@ from common import ROOT
 from confidence import prepare
 
 DARK_LUM = 40.0  # mean luminance (0-255): night mapping photos' 95th percentile 43, dusk's 5th 42 (seed 1)
+CONFUSER_K, CONFUSER_FAR_M = 20, 40.0  # far look-alike references searched per mapping photo; "far" (labels)
 BRIGHT_TARGET = 0.40  # mean brightness (0-1) a dark query is lifted to by a gamma curve (gamma >= 0.25)
 NIGHT_GRAY = 35.0  # the hybrid's own "darker than dim" level (hybrid.local_features.DIM_LUM)
 
@@ -175,6 +181,30 @@ def brightened_raw(loc, images, raw, dark_q) -> np.ndarray:
     return out
 
 
+def confuser_counts(loc) -> list[np.ndarray]:
+    """Per mapping photo and keypoint: in how many of its ``CONFUSER_K`` most similar far-away (more than
+    ``CONFUSER_FAR_M`` m, by label) mapping photos it finds a match (mutual nearest, Lowe ratio)."""
+    from campusgps.localizers.hybrid.local_features import match_many
+
+    counts = [np.zeros(len(lf), np.int32) for lf in loc.lf]
+    for r, lf in enumerate(loc.lf):
+        if len(lf) < 2:
+            continue
+        far = np.nonzero(np.hypot(*(loc.ref_en - loc.ref_en[r]).T) > CONFUSER_FAR_M)[0]
+        far = far[np.argsort(-(loc.ref_desc[far] @ loc.ref_desc[r]))[:CONFUSER_K]]
+        for m in match_many(lf.desc, [loc.lf[c].desc for c in far], ratio=loc.cfg.ratio, mutual=True):
+            counts[r][m[:, 0]] += 1
+    return counts
+
+
+def without_confusers(lfs, counts, n: int):
+    """The references' local features without the keypoints that matched at least ``n`` far photos."""
+    from campusgps.localizers.hybrid.local_features import LocalFeatures
+
+    return [LocalFeatures(lf.xy[c < n], lf.desc[c < n], lf.size, None if lf.scale is None else lf.scale[c < n])
+            for lf, c in zip(lfs, counts)]
+
+
 def predict(loc, images, raw, choose=None):
     """The hybrid's answers with the shortlist ``choose(j, sims, idx)`` (None: its own)."""
     S, I = loc._search(loc.proj(raw), loc.cfg.shortlist, use_aug=loc._dark_queries(images))
@@ -210,7 +240,7 @@ def main():
     dark_q = dark_queries(images, DARK_LUM)
     variants, n_dark_refs = shortlist_variants(loc, ds, raw, dark_q)
 
-    errs = {}
+    errs, extra = {}, {}
     for name, choose in [("default", None), *variants.items()]:
         if name != "default" and not wanted(name):
             continue
@@ -234,6 +264,23 @@ def main():
         p = predict(loc, images, brightened_raw(loc, images, raw, dark_q))
         errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
         print(f"  {name:<26} median {np.median(errs[name]):6.2f}", flush=True)
+    confuser_rows = [f"confusers dropped (>= {n})" for n in (2, 4)]
+    if any(wanted(name) for name in confuser_rows):
+        t = time.perf_counter()
+        counts, all_lf = confuser_counts(loc), loc.lf
+        print(f"  confusing keypoints counted in {time.perf_counter() - t:.0f} s", flush=True)
+        for n, name in zip((2, 4), confuser_rows):
+            if not wanted(name):
+                continue
+            loc.lf = without_confusers(all_lf, counts, n)
+            try:
+                p = predict(loc, images, raw)
+            finally:
+                loc.lf = all_lf
+            errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
+            share = float(np.mean(np.concatenate(counts) >= n))
+            extra[name] = {"keypoints_dropped": share}
+            print(f"  {name:<26} median {np.median(errs[name]):6.2f}  ({share:.1%} of keypoints dropped)", flush=True)
 
     base = errs["default"]
     rows = []
@@ -241,6 +288,7 @@ def main():
         r = {"variant": name, "median_m": float(np.median(e)), "p90_m": float(np.percentile(e, 90)),
              "within_20m": float((e <= 20).mean()), "night_median_m": float(np.median(e[night])),
              "night_within_20m": float((e[night] <= 20).mean())}
+        r.update(extra.get(name, {}))
         if name != "default":
             r["vs_default"] = versus_default(base, e, night)
         rows.append(r)
