@@ -16,6 +16,10 @@ bootstrap 90 % interval (``evaluation.metrics.paired_difference``; ``*`` when it
   lower contrast threshold, or on the image upsampled twice.
 * ``dark brightened (global)``: the global descriptor of a dark query computed on a gamma-brightened copy
   (mean brightness lifted to ``BRIGHT_TARGET``), searched as usual; local features unchanged.
+* ``multi-scale global``: the shortlist of a day/dusk query ranked by a two-scale descriptor, the mean of the
+  L2-normalised default GeM (whole photo squeezed to the backbone's square input) and the GeM of the backbone
+  run on the photo at its own aspect, long side ``NATIVE_SIDE``, each through the model's projection. Dark
+  queries keep the default shortlist (their references' low-light views are not re-described).
 * ``confusers dropped (>= N)``: "avoiding confusing features" (Knopp, Sivic and Pajdla, ECCV 2010): every
   mapping photo's RootSIFT keypoints are matched (the hybrid's mutual ratio test) against the
   ``CONFUSER_K`` globally most similar mapping photos more than ``CONFUSER_FAR_M`` away; a keypoint that
@@ -40,6 +44,7 @@ from common import ROOT
 from confidence import prepare
 
 DARK_LUM = 40.0  # mean luminance (0-255): night mapping photos' 95th percentile 43, dusk's 5th 42 (seed 1)
+NATIVE_SIDE = 320  # multi-scale global: the second scale's long side (a 32-multiple, the simulator's width)
 CONFUSER_K, CONFUSER_FAR_M = 20, 40.0  # far look-alike references searched per mapping photo; "far" (labels)
 BRIGHT_TARGET = 0.40  # mean brightness (0-1) a dark query is lifted to by a gamma curve (gamma >= 0.25)
 NIGHT_GRAY = 35.0  # the hybrid's own "darker than dim" level (hybrid.local_features.DIM_LUM)
@@ -181,6 +186,41 @@ def brightened_raw(loc, images, raw, dark_q) -> np.ndarray:
     return out
 
 
+def native_gem(loc, images) -> np.ndarray:
+    """L2-normalised GeM of the backbone's last maps with each photo at its own aspect (long side
+    ``NATIVE_SIDE``, sides rounded to multiples of 32); fp32 channels-last (bf16 was slower at this size)."""
+    import cv2
+    import torch
+
+    bb, p = loc.backbone, float(loc.cfg.gem_p)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in (bb.spec.mean, bb.spec.std))
+    out = np.zeros((len(images), bb.feature_dim), np.float32)
+    for k, img in enumerate(images):
+        f = NATIVE_SIDE / max(img.shape[:2])
+        size = (max(32, round(img.shape[1] * f / 32) * 32), max(32, round(img.shape[0] * f / 32) * 32))
+        x = (torch.from_numpy(cv2.resize(img, size, interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None].float()
+             - mean) / std
+        with torch.inference_mode():
+            y = bb.net(x.contiguous(memory_format=torch.channels_last)).float()
+        out[k] = y.clamp(min=1e-6).pow(p).mean((2, 3)).pow(1 / p).numpy()[0]
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def multi_scale_choice(loc, ds, images, raw_q, dark_q):
+    """``choose(j, sims, idx)``: a dark query's own shortlist, else the two-scale descriptor's."""
+    rows = reference_rows(loc, ds)
+    ref_imgs = [ds.load_image(int(r), max_side=loc.input_max_side()) for r in rows]
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    dq = unit(loc.proj(unit(raw_q) + native_gem(loc, images)))
+    dr = unit(loc.proj(unit(loc._raw_from_images(ref_imgs)) + native_gem(loc, ref_imgs)))
+    sims = dq @ dr.T
+    order = np.argsort(-sims, 1)[:, :loc.cfg.shortlist]
+
+    def choose(j, s, i):
+        return (s, i) if dark_q[j] else (sims[j, order[j]], order[j])
+    return choose
+
+
 def confuser_counts(loc) -> list[np.ndarray]:
     """Per mapping photo and keypoint: in how many of its ``CONFUSER_K`` most similar far-away (more than
     ``CONFUSER_FAR_M`` m, by label) mapping photos it finds a match (mutual nearest, Lowe ratio)."""
@@ -262,6 +302,11 @@ def main():
     name = "dark brightened (global)"
     if wanted(name):
         p = predict(loc, images, brightened_raw(loc, images, raw, dark_q))
+        errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
+        print(f"  {name:<26} median {np.median(errs[name]):6.2f}", flush=True)
+    name = "multi-scale global"
+    if wanted(name):
+        p = predict(loc, images, raw, multi_scale_choice(loc, ds, images, raw, dark_q))
         errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
         print(f"  {name:<26} median {np.median(errs[name]):6.2f}", flush=True)
     confuser_rows = [f"confusers dropped (>= {n})" for n in (2, 4)]
