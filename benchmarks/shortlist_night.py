@@ -245,6 +245,28 @@ def without_confusers(lfs, counts, n: int):
             for lf, c in zip(lfs, counts)]
 
 
+def confusers_measured(loc, images, raw, truth_en, wanted, errs: dict, extra: dict) -> None:
+    """The ``confusers dropped (>= N)`` rows: their errors into ``errs``, the share of keypoints dropped into
+    ``extra`` (the model's references are restored afterwards)."""
+    confuser_rows = [f"confusers dropped (>= {n})" for n in (2, 4)]
+    if any(wanted(name) for name in confuser_rows):
+        t = time.perf_counter()
+        counts, all_lf = confuser_counts(loc), loc.lf
+        print(f"  confusing keypoints counted in {time.perf_counter() - t:.0f} s", flush=True)
+        for n, name in zip((2, 4), confuser_rows):
+            if not wanted(name):
+                continue
+            loc.lf = without_confusers(all_lf, counts, n)
+            try:
+                p = predict(loc, images, raw)
+            finally:
+                loc.lf = all_lf
+            errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
+            share = float(np.mean(np.concatenate(counts) >= n))
+            extra[name] = {"keypoints_dropped": share}
+            print(f"  {name:<26} median {np.median(errs[name]):6.2f}  ({share:.1%} of keypoints dropped)", flush=True)
+
+
 def predict(loc, images, raw, choose=None):
     """The hybrid's answers with the shortlist ``choose(j, sims, idx)`` (None: its own)."""
     S, I = loc._search(loc.proj(raw), loc.cfg.shortlist, use_aug=loc._dark_queries(images))
@@ -309,23 +331,7 @@ def main():
         p = predict(loc, images, raw, multi_scale_choice(loc, ds, images, raw, dark_q))
         errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
         print(f"  {name:<26} median {np.median(errs[name]):6.2f}", flush=True)
-    confuser_rows = [f"confusers dropped (>= {n})" for n in (2, 4)]
-    if any(wanted(name) for name in confuser_rows):
-        t = time.perf_counter()
-        counts, all_lf = confuser_counts(loc), loc.lf
-        print(f"  confusing keypoints counted in {time.perf_counter() - t:.0f} s", flush=True)
-        for n, name in zip((2, 4), confuser_rows):
-            if not wanted(name):
-                continue
-            loc.lf = without_confusers(all_lf, counts, n)
-            try:
-                p = predict(loc, images, raw)
-            finally:
-                loc.lf = all_lf
-            errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
-            share = float(np.mean(np.concatenate(counts) >= n))
-            extra[name] = {"keypoints_dropped": share}
-            print(f"  {name:<26} median {np.median(errs[name]):6.2f}  ({share:.1%} of keypoints dropped)", flush=True)
+    confusers_measured(loc, images, raw, truth_en, wanted, errs, extra)
 
     base = errs["default"]
     rows = []
