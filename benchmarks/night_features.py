@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from common import ROOT, simulated_campus
 from confidence import prepare
-from shortlist_night import write_result
+from label_floor import true_reference_positions
+from shortlist_night import reference_rows, write_result
 
 RIGHT_M = 20.0
 RATIO = 0.85
@@ -160,12 +160,8 @@ def main():
     t0 = time.perf_counter()
     ds, qds, q_en, tq = prepare(Path(args.work), args.seed)
     loc = Localizer.load(args.model)
-    truth = pd.read_csv(simulated_campus(Path(args.work), "small", args.seed, queries=False)[0] / "truth.csv")
-    truth["base"] = truth["file"].map(lambda f: Path(f).name)
-    row_of = {i: k for k, i in enumerate(ds.manifest["id"])}
-    ref_rows = np.array([row_of[i] for i in loc.ref_ids])
-    tr = truth.set_index("base").loc[ds.manifest["source_path"].iloc[ref_rows].map(lambda f: Path(str(f)).name)]
-    r_en = np.stack(ds.frame.to_local(tr["true_lat"].to_numpy(), tr["true_lon"].to_numpy()), 1)
+    ref_rows = reference_rows(loc, ds)
+    r_en = true_reference_positions(loc, ds, simulated_campus(Path(args.work), "small", args.seed, queries=False)[0])
 
     alts = {name: (make(), norm) for name, (make, norm) in cv_alternatives().items()}
     blocks = [int(b) for b in args.cnn_blocks.split(",") if b.strip()]

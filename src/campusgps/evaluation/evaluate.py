@@ -258,7 +258,7 @@ def run_evaluation(model, dataset, split: str = "test", truth=None, reference=No
     is_path = truth is not None and not isinstance(truth, pd.DataFrame)
     tdf = load_truth(truth) if is_path else truth  # read once: the evaluated photos' and the references' truth
     truth_aligned, tstats = ((None, None) if tdf is None else
-                             align_truth(tdf, m, f"{full.root} (split {split})", source=truth if is_path else None))
+                             align_truth(tdf, m, f"{full.root} (split {split})", truth if is_path else "the truth CSV"))
     cf_info = None
     if cross_fit:
         from campusgps.evaluation.crossfit import cross_fit_split

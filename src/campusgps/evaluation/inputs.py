@@ -120,16 +120,12 @@ def open_dataset(dataset):
     return dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
 
 
-def align_truth(truth, manifest: pd.DataFrame, where: str, source: str | Path | None = None
-                ) -> tuple[pd.DataFrame, dict]:
-    """``truth`` (a CSV path or a :func:`load_truth` frame) aligned with ``manifest``, and match counts.
+def align_truth(tdf: pd.DataFrame, manifest: pd.DataFrame, where: str, source) -> tuple[pd.DataFrame, dict]:
+    """``tdf`` (a :func:`load_truth` frame) aligned with ``manifest``, and match counts.
 
     UserError when no photo matches (the CSV belongs to another dataset); a warning when some do not.
-    ``where`` names the evaluated photos in messages (dataset root and split), ``source`` the truth CSV (default:
-    ``truth`` itself when it is a path, else "the truth CSV").
+    ``where`` names the evaluated photos in messages (dataset root and split), ``source`` the truth CSV.
     """
-    tdf = truth if isinstance(truth, pd.DataFrame) else load_truth(truth)
-    source = source or (truth if not isinstance(truth, pd.DataFrame) else "the truth CSV")
     aligned, tstats = match_truth(manifest, tdf)
     if tstats["matched"] == 0:
         ex = ", ".join(tdf["base"].head(3))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from campusgps.evaluation.inputs import load_truth, match_truth, open_dataset
+from campusgps.evaluation.inputs import match_truth, open_dataset
 
 
 def _find_dataset_paths(obj, depth: int = 0):
@@ -135,7 +135,7 @@ def reference_labels(refs: References | None, truth) -> dict | None:
     """How good the positions the model learned from are: the mapping photos' GPS labels. ``claimed_*``: the
     accuracy the phones wrote (EXIF GPSHPositioningError, ``accuracy_m``); ``vs_truth``: the labels' distance
     from where the photos were taken (``metrics.summarize``, like the evaluated photos' ``label_noise``), when
-    ``truth`` (a truth CSV path or :func:`load_truth` frame) covers them. A method that answers with these
+    ``truth`` (a :func:`load_truth` frame) covers them. A method that answers with these
     positions inherits their error: it is the floor under the median. None when the photos are unknown."""
     from campusgps.evaluation.metrics import summarize
     from campusgps.geo import haversine_m
@@ -149,7 +149,7 @@ def reference_labels(refs: References | None, truth) -> dict | None:
     if len(acc):
         out.update(n_claimed=int(len(acc)), claimed_accuracy_median_m=round(float(np.median(acc)), 2))
     if truth is not None:
-        aligned, _ = match_truth(m, truth if isinstance(truth, pd.DataFrame) else load_truth(truth))
+        aligned, _ = match_truth(m, truth)
         vs = summarize(haversine_m(m["lat"].to_numpy(float), m["lon"].to_numpy(float),
                                    aligned["true_lat"].to_numpy(float), aligned["true_lon"].to_numpy(float)))
         if vs["n"]:
