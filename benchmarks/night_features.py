@@ -101,15 +101,15 @@ class CnnCells:
 
         self.torch, self.blocks = torch, sorted(blocks)
         self.bb = get_backbone("efficientnet-lite0", device="cpu")
-        self.mean = torch.tensor(self.bb.spec.mean).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(self.bb.spec.std).view(1, 3, 1, 1) * 255
 
     def __call__(self, img: np.ndarray) -> dict:
         torch = self.torch
-        x = (torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float() - self.mean) / self.std
+        # the backbone's own normalisation (until 2026-12-03 this multiplied its 0..255 mean and std by 255
+        # again: the network saw an almost constant image, and the CNN rows of that day's run are void)
+        x = self.bb.normalise(torch.from_numpy(np.ascontiguousarray(img, dtype=np.uint8))[None])
         out, start = {}, 0
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            y = x.contiguous(memory_format=torch.channels_last)
+            y = x
             for stop in self.blocks:
                 y, start = self.bb.net.run_stages(y, start, stop), stop
                 f = y.float()[0]
@@ -150,7 +150,10 @@ def main():
     ap.add_argument("--work", default="/tmp/cgps-bench-localizers")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", required=True, help="a fitted hybrid of this campus")
-    ap.add_argument("--cnn-blocks", default="5,11", help="EfficientNet-Lite0 blocks whose output to match")
+    ap.add_argument("--cnn-blocks", default="5,11", help="EfficientNet-Lite0 blocks whose output to match "
+                                                             "('' for none)")
+    ap.add_argument("--no-opencv", action="store_true", help="leave out the OpenCV alternatives (AKAZE, "
+                                                              "ORB+TEBLID, low-contrast SIFT): CNN cells only")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "night_features.json"))
     args = ap.parse_args()
     os.environ.setdefault("CAMPUSGPS_PROGRESS", "0")
@@ -163,7 +166,7 @@ def main():
     ref_rows = reference_rows(loc, ds)
     r_en = true_reference_positions(loc, ds, simulated_campus(Path(args.work), "small", args.seed, queries=False)[0])
 
-    alts = {name: (make(), norm) for name, (make, norm) in cv_alternatives().items()}
+    alts = {} if args.no_opencv else {name: (make(), norm) for name, (make, norm) in cv_alternatives().items()}
     blocks = [int(b) for b in args.cnn_blocks.split(",") if b.strip()]
     cnn = CnnCells(blocks) if blocks else None
     cache: dict[int, dict] = {}

@@ -193,15 +193,16 @@ def native_gem(loc, images) -> np.ndarray:
     import torch
 
     bb, p = loc.backbone, float(loc.cfg.gem_p)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in (bb.spec.mean, bb.spec.std))
     out = np.zeros((len(images), bb.feature_dim), np.float32)
     for k, img in enumerate(images):
         f = NATIVE_SIDE / max(img.shape[:2])
         size = (max(32, round(img.shape[1] * f / 32) * 32), max(32, round(img.shape[0] * f / 32) * 32))
-        x = (torch.from_numpy(cv2.resize(img, size, interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None].float()
-             - mean) / std
+        # the backbone's own normalisation (until 2026-12-03 the 0..255 mean and std were multiplied by 255
+        # again, so the network saw an almost constant image; the first 'multi-scale global' runs are void)
+        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        x = bb.normalise(torch.from_numpy(np.ascontiguousarray(small))[None])
         with torch.inference_mode():
-            y = bb.net(x.contiguous(memory_format=torch.channels_last)).float()
+            y = bb.net(x).float()
         out[k] = y.clamp(min=1e-6).pow(p).mean((2, 3)).pow(1 / p).numpy()[0]
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
