@@ -72,3 +72,24 @@ def test_efficientnet_lite0_real_weights_fast_paths():
     assert cosine_rows(ref[:1].repeat(3, 0), ref[1:]).min() < 0.99
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         assert bb.check_path("bf16", imgs) >= 0.99
+
+
+@pytest.mark.parametrize("mode", ["top", "full"])
+def test_fine_tune_models_start_from_the_cached_features(mode):
+    """Fine-tuning `top-N` (inputs: cached activations below the top blocks) and `full` (inputs: uint8
+    photos, normalised inside the model) start from the same pooled features the frozen path caches:
+    a wrong normalisation or split would train on a different picture of the photo than predict sees."""
+    from campusgps.models.heads import head_spec
+    from campusgps.training.task import build_model
+
+    bb = get_backbone("tiny-cnn", device="cpu", fast="eager")
+    imgs = probe_images(3, 100)
+    want = bb.embed(imgs)  # global-average pooled, the frozen path's cache
+    spec = {"mode": mode, "n_top": 1, "backbone": "tiny-cnn",
+            "head": head_spec(bb.feature_dim, [8], 0.0, "gelu", False)}
+    model = build_model(spec).eval()
+    x = bb.features_below(imgs, 1) if mode == "top" else bb.preprocess(imgs)
+    with torch.no_grad():
+        got = model.body(torch.from_numpy(np.ascontiguousarray(x))).float()
+    got = got.mean((2, 3)).numpy() if got.ndim == 4 else got.numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

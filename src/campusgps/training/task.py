@@ -78,16 +78,12 @@ def _FullBody(bb):
         def __init__(self):
             super().__init__()
             self.net = bb.net
-            self.mean = tuple(bb.spec.mean)
-            self.std = tuple(bb.spec.std)
+            self.spec = bb.spec
 
         def forward(self, x):  # uint8 NHWC
-            import torch
+            from campusgps.models import preprocess
 
-            mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-            inv = 1.0 / torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-            x = ((x.permute(0, 3, 1, 2).float() - mean) * inv).contiguous(memory_format=torch.channels_last)
-            return self.net(x)
+            return self.net(preprocess.normalise(self.spec, x))
 
     return FullBody()
 
