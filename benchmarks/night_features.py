@@ -11,10 +11,14 @@ again with features that need nothing downloaded:
 - ``akaze``, ``orb+teblid`` (OpenCV's learned binary descriptor on ORB keypoints): only in OpenCV's contrib
   build (``pip install opencv-contrib-python-headless`` of the same version); skipped without it;
 - ``sift low contrast``: SIFT with 1,500 keypoints at a contrast threshold of 0.01 (more night keypoints).
+- ``rootsift 640`` and ``upright rootsift 640``: the hybrid's RootSIFT on the same 640 px image as the
+  others (the control), and the same with every keypoint described at angle 0 (cameras stand upright).
 
 All alternatives are matched the same way as the hybrid (mutual nearest neighbours, Lowe ratio 0.85; the
 CNN cells without the ratio) and verified by the hybrid's own ``verify_pair`` (MAGSAC++ fundamental matrix,
-homography fallback), on the photo upsampled to the hybrid's 640 px. For each feature it reports how often
+homography fallback), on the photo upsampled to 640 px (the hybrid's ``local_max_side``, a cap: the
+hybrid itself describes a 320x240 simulator photo as it is, so ``rootsift 640`` is the like-for-like
+control). For each feature it reports how often
 the reference with the most inliers is right (true position within 20 m of the query's) and, over the
 queries whose shortlist holds both a right and a wrong reference, how often the best right one has more
 inliers than the best wrong one. Writes benchmarks/results/night_features.json (``--out``).
@@ -43,7 +47,9 @@ def cv_alternatives() -> dict:
     """name -> (make feature2d, norm); the contrib-only ones are left out when cv2 lacks them."""
     import cv2
 
-    out = {"sift low contrast": (lambda: cv2.SIFT_create(nfeatures=1500, contrastThreshold=0.01), cv2.NORM_L2)}
+    out = {"sift low contrast": (lambda: cv2.SIFT_create(nfeatures=1500, contrastThreshold=0.01), cv2.NORM_L2),
+           "rootsift 640": (lambda: _RootSift(upright=False), cv2.NORM_L2),
+           "upright rootsift 640": (lambda: _RootSift(upright=True), cv2.NORM_L2)}
     x = getattr(cv2, "xfeatures2d", None)
     if x is not None and hasattr(x, "AKAZE_create") and hasattr(x, "TEBLID_create"):
         out["akaze"] = (lambda: x.AKAZE_create(threshold=0.0003), cv2.NORM_HAMMING)
@@ -62,6 +68,30 @@ class _DetectDescribe:
 
     def detectAndCompute(self, gray, mask):
         return self.desc.compute(gray, self.det.detect(gray, mask))
+
+
+class _RootSift:
+    """The hybrid's RootSIFT (1,000 keypoints, contrast threshold 0.02) on the 640 px image; ``upright``:
+    every keypoint described at angle 0 (phone and simulator cameras stand upright, so rotation invariance
+    only adds ambiguity; orientation duplicates of one keypoint collapse into one)."""
+
+    def __init__(self, upright: bool):
+        import cv2
+
+        self.sift, self.upright = cv2.SIFT_create(nfeatures=1000, contrastThreshold=0.02), upright
+
+    def detectAndCompute(self, gray, mask):
+        import cv2
+
+        kps = self.sift.detect(gray, mask)
+        if self.upright:
+            seen = {(round(k.pt[0], 2), round(k.pt[1], 2), round(k.size, 2)): k for k in kps}
+            kps = [cv2.KeyPoint(k.pt[0], k.pt[1], k.size, 0.0, k.response, k.octave) for k in seen.values()]
+        kps, d = self.sift.compute(gray, kps)
+        if d is None or not len(kps):
+            return kps, d
+        d = d / np.maximum(d.sum(1, keepdims=True), 1e-7)
+        return kps, np.sqrt(d).astype(np.float32)
 
 
 def upsampled_gray(img: np.ndarray) -> np.ndarray:
@@ -153,7 +183,9 @@ def main():
     ap.add_argument("--cnn-blocks", default="5,11", help="EfficientNet-Lite0 blocks whose output to match "
                                                              "('' for none)")
     ap.add_argument("--no-opencv", action="store_true", help="leave out the OpenCV alternatives (AKAZE, "
-                                                              "ORB+TEBLID, low-contrast SIFT): CNN cells only")
+                                                              "ORB+TEBLID, SIFT variants): CNN cells only")
+    ap.add_argument("--opencv", default="", help="comma-separated OpenCV alternatives to run (default: all "
+                                                 "available), e.g. 'rootsift 640,upright rootsift 640'")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "night_features.json"))
     args = ap.parse_args()
     os.environ.setdefault("CAMPUSGPS_PROGRESS", "0")
@@ -166,7 +198,9 @@ def main():
     ref_rows = reference_rows(loc, ds)
     r_en = true_reference_positions(loc, ds, simulated_campus(Path(args.work), "small", args.seed, queries=False)[0])
 
-    alts = {} if args.no_opencv else {name: (make(), norm) for name, (make, norm) in cv_alternatives().items()}
+    keep = {x.strip() for x in args.opencv.split(",") if x.strip()}
+    alts = {} if args.no_opencv else {name: (make(), norm) for name, (make, norm) in cv_alternatives().items()
+                                      if not keep or name in keep}
     blocks = [int(b) for b in args.cnn_blocks.split(",") if b.strip()]
     cnn = CnnCells(blocks) if blocks else None
     cache: dict[int, dict] = {}
