@@ -77,13 +77,19 @@ def extract_local_features(img: np.ndarray, max_side: int = 640, max_keypoints: 
     gray, _ = _to_gray(img, max_side)
     gray = enhance_dim(gray, enhance, lum_band)
     h, w = gray.shape[:2]
-    empty = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (w, h), np.zeros(0, np.float32))
     if min(h, w) < 16 or float(gray.std()) < 1.0:
-        return empty
+        return rootsift_features([], None, (w, h), max_keypoints)
     sift = cv2.SIFT_create(nfeatures=max_keypoints, contrastThreshold=contrast_threshold)
     kps, desc = sift.detectAndCompute(gray, None)
+    return rootsift_features(kps, desc, (w, h), max_keypoints)
+
+
+def rootsift_features(kps, desc, size: tuple, max_keypoints: int) -> LocalFeatures:
+    """OpenCV SIFT keypoints and descriptors of an image of ``size`` (w, h) -> ``LocalFeatures`` (RootSIFT,
+    uint8), the ``max_keypoints`` strongest kept; none (or ``desc`` None) gives empty features."""
     if desc is None or len(kps) == 0:
-        return empty
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), tuple(size),
+                             np.zeros(0, np.float32))
     if len(kps) > max_keypoints:  # nfeatures can be exceeded by orientation duplicates
         order = np.argsort([-k.response for k in kps])[:max_keypoints]
         kps = [kps[i] for i in order]
@@ -93,7 +99,7 @@ def extract_local_features(img: np.ndarray, max_side: int = 640, max_keypoints: 
     desc = np.sqrt(desc)                                    # RootSIFT: unit L2 norm
     q = np.clip(np.rint(desc * ROOTSIFT_SCALE), 0, 255).astype(np.uint8)
     xy = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
-    return LocalFeatures(xy, q, (w, h), np.array([k.size for k in kps], dtype=np.float32))
+    return LocalFeatures(xy, q, tuple(size), np.array([k.size for k in kps], dtype=np.float32))
 
 
 def descriptors_float(desc_u8: np.ndarray) -> np.ndarray:
