@@ -25,6 +25,9 @@ bootstrap 90 % interval (``evaluation.metrics.paired_difference``; ``*`` when it
   ``CONFUSER_K`` globally most similar mapping photos more than ``CONFUSER_FAR_M`` away; a keypoint that
   matches in at least N of them (lamps, benches, repeated facades, leaves) is dropped from the references
   before verification. Same fitted model and thresholds.
+* ``upright rootsift (refit)``: the only variant with its own model: a hybrid fitted with ``train``'s defaults
+  whose RootSIFT (references and queries) describes every keypoint at angle 0 (phone and simulator cameras
+  stand upright, roll within a few degrees, so rotation invariance only adds ambiguity).
 
 Prints a table and writes benchmarks/results/shortlist_night.json (``--out``). None of these is in the
 product: this script is the record of why (see the README's benchmark table).
@@ -246,6 +249,51 @@ def without_confusers(lfs, counts, n: int):
             for lf, c in zip(lfs, counts)]
 
 
+def upright_extract(img, max_side: int = 640, max_keypoints: int = 1000, contrast_threshold: float = 0.02,
+                    enhance: str = "off", lum_band: tuple | None = None):
+    """``extract_local_features`` with every keypoint described upright (angle 0; orientation duplicates of
+    one keypoint collapse into one)."""
+    import cv2
+
+    from campusgps.localizers.hybrid.local_features import DIM_LUM, _to_gray, enhance_dim, rootsift_features
+
+    gray = enhance_dim(_to_gray(img, max_side)[0], enhance, lum_band or DIM_LUM)
+    size = gray.shape[::-1]
+    if min(size) < 16 or float(gray.std()) < 1.0:
+        return rootsift_features([], None, size, max_keypoints)
+    sift = cv2.SIFT_create(nfeatures=max_keypoints, contrastThreshold=contrast_threshold)
+    seen: dict = {}
+    for k in sorted(sift.detect(gray, None), key=lambda k: -k.response):
+        seen.setdefault((round(k.pt[0], 2), round(k.pt[1], 2), round(k.size, 2)), k)
+    kps = [cv2.KeyPoint(k.pt[0], k.pt[1], k.size, 0.0, k.response, k.octave) for k in seen.values()]
+    kps, desc = sift.compute(gray, kps) if kps else ([], None)
+    return rootsift_features(kps, desc, size, max_keypoints)
+
+
+def upright_measured(ds, images, truth_en, wanted, errs: dict, extra: dict) -> None:
+    """The ``upright rootsift (refit)`` row: a hybrid fitted and queried with :func:`upright_extract`."""
+    name = "upright rootsift (refit)"
+    if not wanted(name):
+        return
+    from campusgps.localizers.hybrid import HybridLocalizer
+    from campusgps.localizers.hybrid import local_features as lf_module
+    from campusgps.localizers.hybrid import localizer as hybrid_module
+
+    saved = lf_module.extract_local_features, hybrid_module.extract_local_features
+    lf_module.extract_local_features = hybrid_module.extract_local_features = upright_extract
+    try:
+        t = time.perf_counter()
+        up = HybridLocalizer().fit(ds)
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        p = up.predict_arrays(images)
+    finally:
+        lf_module.extract_local_features, hybrid_module.extract_local_features = saved
+    errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
+    extra[name] = {"fit_s": fit_s, "s_per_query": (time.perf_counter() - t) / max(len(images), 1)}
+    print(f"  {name:<26} median {np.median(errs[name]):6.2f}  (fit {fit_s:.0f} s)", flush=True)
+
+
 def confusers_measured(loc, images, raw, truth_en, wanted, errs: dict, extra: dict) -> None:
     """The ``confusers dropped (>= N)`` rows: their errors into ``errs``, the share of keypoints dropped into
     ``extra`` (the model's references are restored afterwards)."""
@@ -333,6 +381,7 @@ def main():
         errs[name] = np.hypot(p.east - truth_en[:, 0], p.north - truth_en[:, 1])
         print(f"  {name:<26} median {np.median(errs[name]):6.2f}", flush=True)
     confusers_measured(loc, images, raw, truth_en, wanted, errs, extra)
+    upright_measured(ds, images, truth_en, wanted, errs, extra)
 
     base = errs["default"]
     rows = []
