@@ -36,7 +36,7 @@ import numpy as np
 from common import ROOT, simulated_campus
 from confidence import prepare
 from label_floor import true_reference_positions
-from shortlist_night import reference_rows, write_result
+from shortlist_night import reference_rows, upright_extract, write_result
 
 RIGHT_M = 20.0
 RATIO = 0.85
@@ -71,27 +71,21 @@ class _DetectDescribe:
 
 
 class _RootSift:
-    """The hybrid's RootSIFT (1,000 keypoints, contrast threshold 0.02) on the 640 px image; ``upright``:
-    every keypoint described at angle 0 (phone and simulator cameras stand upright, so rotation invariance
-    only adds ambiguity; orientation duplicates of one keypoint collapse into one)."""
+    """The hybrid's own RootSIFT (``extract_local_features``: 1,000 keypoints, contrast threshold 0.02, uint8)
+    on the 640 px image; ``upright``: ``shortlist_night.upright_extract``, every keypoint described at angle 0."""
 
     def __init__(self, upright: bool):
-        import cv2
+        from campusgps.localizers.hybrid.local_features import extract_local_features
 
-        self.sift, self.upright = cv2.SIFT_create(nfeatures=1000, contrastThreshold=0.02), upright
+        self.extract = upright_extract if upright else extract_local_features
 
     def detectAndCompute(self, gray, mask):
         import cv2
 
-        kps = self.sift.detect(gray, mask)
-        if self.upright:
-            seen = {(round(k.pt[0], 2), round(k.pt[1], 2), round(k.size, 2)): k for k in kps}
-            kps = [cv2.KeyPoint(k.pt[0], k.pt[1], k.size, 0.0, k.response, k.octave) for k in seen.values()]
-        kps, d = self.sift.compute(gray, kps)
-        if d is None or not len(kps):
-            return kps, d
-        d = d / np.maximum(d.sum(1, keepdims=True), 1e-7)
-        return kps, np.sqrt(d).astype(np.float32)
+        from campusgps.localizers.hybrid.local_features import descriptors_float
+
+        lf = self.extract(gray, max_side=SIDE)
+        return [cv2.KeyPoint(float(x), float(y), 1.0) for x, y in lf.xy], descriptors_float(lf.desc)
 
 
 def upsampled_gray(img: np.ndarray) -> np.ndarray:
