@@ -18,7 +18,8 @@ bootstrap 90 % interval (``evaluation.metrics.paired_difference``; ``*`` when it
 * ``place expansion``: after verification, the photos of the spots within ``EXPAND_M`` of the three
   best-scoring candidate places (re-ranker) that the shortlist missed, at most ``EXPAND_CAP`` per place
   (most similar first), are verified too and the answer is recomputed: every candidate place is judged on
-  all its nearby photos, and more labels are averaged.
+  all its nearby photos, and more labels are averaged;
+* ``refined labels (N photos) + place expansion``: both, the last ``--refine`` size's labels with expansion.
 
 Prints a table and writes benchmarks/results/label_floor.json (``--out``). None of this is in the product:
 this script is the record of why (see the README's benchmark table). Like shortlist_night.py it drives the
@@ -193,6 +194,11 @@ def main():
     t = time.perf_counter()
     east_north, n_extra = predict_expanded(loc, images, raw)
     add("place expansion", east_north, loc, t, extra_pairs_per_query=n_extra)
+    if args.refine.strip():  # do the two ways of averaging label noise stack? (the last refined model)
+        t = time.perf_counter()
+        east_north, n_extra = predict_expanded(refined, images, raw)
+        add(f"refined labels ({len(ok)} photos) + place expansion", east_north, refined, t,
+            extra_pairs_per_query=n_extra)
 
     base = errs["default"]
     for r in rows:
