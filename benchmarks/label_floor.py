@@ -19,6 +19,9 @@ bootstrap 90 % interval (``evaluation.metrics.paired_difference``; ``*`` when it
   best-scoring candidate places (re-ranker) that the shortlist missed, at most ``EXPAND_CAP`` per place
   (most similar first), are verified too and the answer is recomputed: every candidate place is judged on
   all its nearby photos, and more labels are averaged;
+* ``place expansion (density-ranked)``: the same, but the places to expand are the three best by the density
+  mode's score instead of the fitted re-ranker's (so that a fit could expand its held-out photos before the
+  re-ranker exists);
 * ``refined labels (N photos) + place expansion``: both, the last ``--refine`` size's labels with expansion.
 
 Prints a table and writes benchmarks/results/label_floor.json (``--out``). None of this is in the product:
@@ -100,9 +103,11 @@ def refined_positions(loc, spots_held, est, ok):
     return ref_en, moved
 
 
-def predict_expanded(loc, images, raw):
-    """East/north answers with place expansion (module docstring); retrieval's answer where nothing verifies."""
-    from campusgps.localizers.hybrid.rerank import spot_candidates
+def predict_expanded(loc, images, raw, rank: str = "reranker"):
+    """East/north answers with place expansion (module docstring); retrieval's answer where nothing verifies.
+    ``rank``: which candidate places are expanded, the re-ranker's best (``reranker``) or the density mode's
+    (``density``: the candidates' ``rel_density``, which needs no fitted re-ranker)."""
+    from campusgps.localizers.hybrid.rerank import RERANK_FEATURES, spot_candidates
     from campusgps.localizers.hybrid.verification import match_shortlist, shortlist_geometry
 
     qd = loc.proj(raw)
@@ -122,9 +127,11 @@ def predict_expanded(loc, images, raw):
         geo = shortlist_geometry(q, loc.lf, i, inl, pairs, mi)
         cand = spot_candidates(s, i, inl, geo, len(q), mi, spot, pos, h["power"], h["bandwidth_m"], h.get("agg", "max"))
         new: list[int] = []
-        if cand is not None and loc.reranker is not None:
+        if cand is not None and (loc.reranker is not None or rank == "density"):
             have = {int(x) for x in i if x >= 0}
-            for k in np.argsort(-loc.reranker.scores(cand))[:EXPAND_TOP]:
+            score = (cand.X[:, RERANK_FEATURES.index("rel_density")] if rank == "density"
+                     else loc.reranker.scores(cand))
+            for k in np.argsort(-score, kind="stable")[:EXPAND_TOP]:
                 near = [int(x) for x in np.nonzero(np.hypot(*(pos - cand.pos[k]).T) <= EXPAND_M)[0]
                         if int(x) not in have and int(x) not in new]
                 new += [near[x] for x in np.argsort(-(loc.ref_desc[near] @ qd[j]))[:EXPAND_CAP]]
@@ -194,6 +201,9 @@ def main():
     t = time.perf_counter()
     east_north, n_extra = predict_expanded(loc, images, raw)
     add("place expansion", east_north, loc, t, extra_pairs_per_query=n_extra)
+    t = time.perf_counter()
+    east_north, n_extra = predict_expanded(loc, images, raw, rank="density")
+    add("place expansion (density-ranked)", east_north, loc, t, extra_pairs_per_query=n_extra)
     if args.refine.strip():  # do the two ways of averaging label noise stack? (the last refined model)
         t = time.perf_counter()
         east_north, n_extra = predict_expanded(refined, images, raw)
