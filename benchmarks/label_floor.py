@@ -198,17 +198,13 @@ def main():
         refined = with_positions(loc, ref_en)
         add(f"refined labels ({len(ok)} photos)", answers(refined), refined, t, spots_moved=moved,
             extra_fit_s=fit_extra, photos_verified=int(ok.sum()), photos=int(len(ok)))
-    t = time.perf_counter()
-    east_north, n_extra = predict_expanded(loc, images, raw)
-    add("place expansion", east_north, loc, t, extra_pairs_per_query=n_extra)
-    t = time.perf_counter()
-    east_north, n_extra = predict_expanded(loc, images, raw, rank="density")
-    add("place expansion (density-ranked)", east_north, loc, t, extra_pairs_per_query=n_extra)
+    expansions = [("place expansion", loc, "reranker"), ("place expansion (density-ranked)", loc, "density")]
     if args.refine.strip():  # do the two ways of averaging label noise stack? (the last refined model)
+        expansions.append((f"refined labels ({len(ok)} photos) + place expansion", refined, "reranker"))
+    for name, model, rank in expansions:
         t = time.perf_counter()
-        east_north, n_extra = predict_expanded(refined, images, raw)
-        add(f"refined labels ({len(ok)} photos) + place expansion", east_north, refined, t,
-            extra_pairs_per_query=n_extra)
+        east_north, n_extra = predict_expanded(model, images, raw, rank)
+        add(name, east_north, model, t, extra_pairs_per_query=n_extra)
 
     base = errs["default"]
     for r in rows:

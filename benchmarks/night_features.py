@@ -130,10 +130,9 @@ class CnnCells:
         torch = self.torch
         # the backbone's own normalisation (until 2026-12-03 this multiplied its 0..255 mean and std by 255
         # again: the network saw an almost constant image, and the CNN rows of that day's run are void)
-        x = self.bb.normalise(torch.from_numpy(np.ascontiguousarray(img, dtype=np.uint8))[None])
+        y = self.bb.normalise(torch.from_numpy(np.ascontiguousarray(img, dtype=np.uint8))[None])
         out, start = {}, 0
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            y = x
             for stop in self.blocks:
                 y, start = self.bb.net.run_stages(y, start, stop), stop
                 f = y.float()[0]

@@ -74,6 +74,8 @@ def build_model(spec: dict, device=None, backbone_state: dict | None = None):
 def _FullBody(bb):
     import torch.nn as nn
 
+    from campusgps.models import preprocess
+
     class FullBody(nn.Module):
         def __init__(self):
             super().__init__()
@@ -81,8 +83,6 @@ def _FullBody(bb):
             self.spec = bb.spec
 
         def forward(self, x):  # uint8 NHWC
-            from campusgps.models import preprocess
-
             return self.net(preprocess.normalise(self.spec, x))
 
     return FullBody()
